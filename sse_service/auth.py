@@ -1,0 +1,87 @@
+"""Who is asking: the core API's JWT, from a header, a cookie or the query.
+
+Native ``EventSource`` cannot send headers, so a browser passes the token as
+a cookie or as ``?token=``; the access log never records the query string
+(see :mod:`sse_service.logs`), and no message here ever includes a token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jwt
+from aiohttp import web
+from jwt.types import Options
+
+from sse_service.errors import AuthError
+from sse_service.settings import Settings
+
+MAX_TOKEN_LENGTH = 8192
+MAX_USER_ID_LENGTH = 128
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated user, and until when the token says so (epoch seconds)."""
+
+    user_id: str
+    expires_at: float
+
+
+def token_from_request(request: web.BaseRequest, cookie_name: str) -> str:
+    """The bearer token: ``Authorization`` header, else cookie, else ``token`` query."""
+    header = request.headers.get("Authorization")
+    if header is not None:
+        scheme, _, token = header.strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise AuthError("the Authorization header must be 'Bearer <token>'")
+    else:
+        token = request.cookies.get(cookie_name) or request.query.get("token") or ""
+        if not token:
+            raise AuthError("no token: send Authorization: Bearer, a cookie or ?token=",
+                            missing=True)
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise AuthError("token too long")
+    return token
+
+
+class TokenVerifier:
+    """Checks signatures and claims with the settings' keys and rules."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._key = settings.jwt_key
+        self._algorithms = list(settings.jwt_algorithms)
+        self._audience = settings.jwt_audience
+        self._issuer = settings.jwt_issuer
+        self._leeway = settings.jwt_leeway
+        self._claim = settings.jwt_user_claim
+        required = ["exp", self._claim]
+        if self._audience is not None:
+            required.append("aud")
+        if self._issuer is not None:
+            required.append("iss")
+        self._options: Options = {"require": required}
+
+    def verify(self, token: str) -> Principal:
+        """The principal of a valid token; :class:`AuthError` for anything else."""
+        try:
+            claims = jwt.decode(
+                token, self._key, algorithms=self._algorithms, audience=self._audience,
+                issuer=self._issuer, leeway=self._leeway, options=self._options,
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthError("token expired") from None
+        except (jwt.InvalidTokenError, jwt.InvalidKeyError) as exc:
+            # Never echo the token; the exception text names only the failed check.
+            raise AuthError(f"invalid token: {type(exc).__name__}") from None
+        user = claims.get(self._claim)
+        if not isinstance(user, str) or not 0 < len(user) <= MAX_USER_ID_LENGTH:
+            raise AuthError(f"invalid token: claim {self._claim!r} must be a non-empty string")
+        exp = claims["exp"]
+        if isinstance(exp, bool) or not isinstance(exp, int | float):
+            raise AuthError("invalid token: exp must be a number")
+        return Principal(user_id=user, expires_at=float(exp))
+
+    def authenticate(self, request: web.BaseRequest, cookie_name: str) -> Principal:
+        return self.verify(token_from_request(request, cookie_name))

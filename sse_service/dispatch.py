@@ -1,0 +1,130 @@
+"""From the LISTEN callback to the hub: a bounded inbox and its consumer.
+
+asyncpg calls :meth:`Dispatcher.notify` synchronously for every notification;
+it only appends to a bounded deque. One task drains the deque: it parses
+each payload, records the event in the history and fans it out. Changes of
+the LISTEN connection's state travel through the same deque, so they take
+effect exactly between the notifications received before and after them.
+
+If the inbox overflows, it is emptied and replaced by one gap marker: the
+events are lost, and every stream is told so (``sync:reset``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections import deque
+
+from sse_service.events import Event
+from sse_service.history import History
+from sse_service.hub import Hub
+from sse_service.logs import RateLimited
+from sse_service.notification import InvalidNotification, parse
+from sse_service.stats import Stats
+
+log = logging.getLogger("sse_service.dispatch")
+
+_NOTIFY, _UP, _DOWN = 0, 1, 2
+_BATCH = 256  # items handled before giving other tasks a turn
+
+
+class Dispatcher:
+    """Owns the inbox; :meth:`run` is its consumer task."""
+
+    def __init__(self, *, hub: Hub, history: History, stats: Stats, size: int) -> None:
+        self.hub = hub
+        self.history = history
+        self.stats = stats
+        self._size = size
+        self._inbox: deque[tuple[int, str, float]] = deque()
+        self._wakeup = asyncio.Event()
+        self._instance = "i" + secrets.token_hex(4)  # ids this process makes up
+        self._local_seq = 0
+        self._epoch = 0
+        self._bad = RateLimited(log)
+
+    # -- producers (synchronous, cheap) ----------------------------------------
+
+    def notify(self, payload: str) -> None:
+        """The notification callback's whole work: enqueue."""
+        inbox = self._inbox
+        if len(inbox) >= self._size:
+            inbox.clear()
+            inbox.append((_DOWN, "inbox_overflow", 0.0))
+            inbox.append((_UP, "inbox_overflow", 0.0))
+        else:
+            inbox.append((_NOTIFY, payload, time.monotonic()))
+        self._wakeup.set()
+
+    def listen_up(self) -> None:
+        """The LISTEN connection is (again) receiving notifications."""
+        self._inbox.append((_UP, "listen_reconnected", 0.0))
+        self._wakeup.set()
+
+    def listen_down(self, reason: str) -> None:
+        """The LISTEN connection is gone; what follows is a gap."""
+        self._inbox.append((_DOWN, reason, 0.0))
+        self._wakeup.set()
+
+    @property
+    def backlog(self) -> int:
+        return len(self._inbox)
+
+    # -- consumer ----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Drain the inbox forever. One bad item never stops the loop."""
+        inbox = self._inbox
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            handled = 0
+            while inbox:
+                kind, value, received = inbox.popleft()
+                try:
+                    if kind == _NOTIFY:
+                        self._handle(value, received)
+                    elif kind == _UP:
+                        self._handle_up(value)
+                    else:
+                        self._handle_down(value)
+                except Exception:
+                    log.exception("internal error while dispatching; item skipped")
+                    self.stats.notifications_rejected["internal_error"] += 1
+                handled += 1
+                if handled % _BATCH == 0:
+                    await asyncio.sleep(0)
+
+    def _handle(self, payload: str, received: float) -> None:
+        stats = self.stats
+        stats.notifications_received += 1
+        try:
+            note = parse(payload)
+        except InvalidNotification as exc:
+            stats.notifications_rejected[exc.reason] += 1
+            self._bad.warning(exc.reason, "rejected a notification (%s): %s",
+                              exc.reason, exc.detail)
+            return
+        event_id = note.id
+        if event_id is None:
+            self._local_seq += 1
+            event_id = f"{self._instance}-{self._local_seq}"
+        event = Event(event_id, note.event, note.data, received_at=received, sent_at=note.sent_at)
+        self.history.record(event, note.users, received)
+        self.hub.deliver(event, note.users)
+        if note.sent_at is not None:
+            stats.latency.observe(max(0.0, time.time() - note.sent_at))
+
+    def _handle_up(self, reason: str) -> None:
+        # Everything from before is unprovable now; give clients a new resume point.
+        self._epoch += 1
+        self.history.clear()
+        self.history.mark(f"{self._instance}-e{self._epoch}", time.monotonic())
+        self.hub.reset_all(reason)
+
+    def _handle_down(self, reason: str) -> None:
+        self.history.clear()
+        log.warning("event gap begins: %s", reason)

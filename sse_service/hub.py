@@ -1,0 +1,145 @@
+"""The hub: which streams are open, and the fan-out of events to them.
+
+Everything here is synchronous and runs on the event loop: registering a
+stream, computing its replay and writing it happen without an ``await`` in
+between, so no live event can slip in between a replay and the stream's
+registration, and every stream sees its events in notification order.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterable
+
+from sse_service.errors import OverCapacity
+from sse_service.events import ID_RE, Event, dumps, encode, frame, ping
+from sse_service.history import History, Reset
+from sse_service.stats import Stats
+from sse_service.subscriber import Subscriber
+
+log = logging.getLogger("sse_service.hub")
+
+
+class Hub:
+    """Routes events to the open streams of their recipients."""
+
+    def __init__(self, *, history: History, stats: Stats, max_streams: int,
+                 max_streams_per_user: int, retry_ms: int, evicted_retry_ms: int) -> None:
+        self.history = history
+        self.stats = stats
+        self.max_streams = max_streams
+        self.max_streams_per_user = max_streams_per_user
+        self.retry_ms = retry_ms
+        self.evicted_retry_ms = evicted_retry_ms
+        self._streams: dict[str, list[Subscriber]] = {}
+        self.count = 0
+
+    # -- streams -------------------------------------------------------------
+
+    def check_capacity(self) -> None:
+        """Raise :class:`OverCapacity` when no further stream may open."""
+        if self.count >= self.max_streams:
+            raise OverCapacity("this instance holds its maximum number of streams",
+                               retry_after=random.randint(5, 30))
+
+    def streams_of(self, user: str) -> int:
+        """How many live streams ``user`` has open on this instance."""
+        return sum(1 for sub in self._streams.get(user, ()) if not sub.closed)
+
+    def attach(self, sub: Subscriber, last_event_id: str | None) -> None:
+        """Register ``sub`` and write its preamble: ``retry:``, then a replay or a reset."""
+        history = self.history
+        blocks = [encode(retry=self.retry_ms)]
+        if last_event_id is None:
+            if history.newest_id is not None:
+                blocks.append(encode(id=history.newest_id))  # a resume point for later
+        else:
+            outcome: list[Event] | Reset
+            if not ID_RE.match(last_event_id):
+                outcome = Reset("invalid_last_event_id")
+            else:
+                outcome = history.resume(sub.user, last_event_id)
+            if isinstance(outcome, Reset):
+                blocks.append(self._reset_block(outcome.reason))
+            else:
+                self.stats.replays += 1
+                self.stats.replayed_events += len(outcome)
+                blocks.extend(event.wire for event in outcome)
+        sub.write(frame(b"".join(blocks), sub.chunked))
+
+        streams = self._streams.setdefault(sub.user, [])
+        streams.append(sub)
+        self.count += 1
+        self.stats.streams_opened += 1
+        live = [s for s in streams if not s.closed]
+        for oldest in live[: max(0, len(live) - self.max_streams_per_user)]:
+            # A long retry: the evicted client must not come back and evict the next one.
+            final = encode(retry=self.evicted_retry_ms, name="sync:closed", data=dumps(
+                {"reason": "too_many_streams", "limit": self.max_streams_per_user}))
+            oldest.close("too_many_streams", final=final)
+
+    def detach(self, sub: Subscriber) -> None:
+        """Forget ``sub``; its handler calls this when the stream ends, whatever the reason.
+
+        Closing a stream only marks it and wakes its handler, so that no list is
+        changed while the fan-out loop walks it.
+        """
+        streams = self._streams.get(sub.user)
+        if streams is None or sub not in streams:
+            return
+        streams.remove(sub)
+        if not streams:
+            del self._streams[sub.user]
+        self.count -= 1
+        self.stats.streams_closed[sub.close_reason or "disconnected"] += 1
+
+    def subscribers(self) -> list[Subscriber]:
+        return [sub for streams in self._streams.values() for sub in streams]
+
+    # -- fan-out -------------------------------------------------------------
+
+    def deliver(self, event: Event, users: Iterable[str]) -> int:
+        """Write ``event`` to every open stream of ``users``; returns the writes done."""
+        streams = self._streams
+        delivered = 0
+        dropped = 0
+        for user in users:
+            subs = streams.get(user)
+            if subs is None:
+                continue
+            for sub in subs:
+                if sub.write(event.chunk if sub.chunked else event.wire):
+                    delivered += 1
+                else:
+                    dropped += 1
+        self.stats.events_delivered += delivered
+        self.stats.events_dropped += dropped
+        return delivered
+
+    def broadcast(self, block: bytes) -> None:
+        """Write one unframed SSE block to every open stream."""
+        chunk = frame(block, True)
+        for sub in self.subscribers():
+            sub.write(chunk if sub.chunked else block)
+
+    def ping(self) -> None:
+        """The keepalive: one ``sync:ping`` for all; also notices dead peers."""
+        self.broadcast(ping(self.history.newest_id))
+
+    def reset_all(self, reason: str) -> None:
+        """Tell every open stream that events may have been lost."""
+        if self.count:
+            self.stats.resets[reason] += self.count
+            log.info("sent sync:reset to %d streams: %s", self.count, reason)
+        self.broadcast(self._reset_block(reason, count=False))
+
+    def close_all(self, reason: str, final: bytes | None = None) -> None:
+        for sub in self.subscribers():
+            sub.close(reason, final=final)
+
+    def _reset_block(self, reason: str, count: bool = True) -> bytes:
+        if count:
+            self.stats.resets[reason] += 1
+        return encode(id=self.history.newest_id, name="sync:reset",
+                      data=dumps({"reason": reason}))

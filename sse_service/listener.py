@@ -1,0 +1,148 @@
+"""The one dedicated LISTEN connection, supervised.
+
+A loop connects, LISTENs and then probes the connection with ``SELECT 1``
+every ``listen_probe_interval`` seconds: asyncpg's termination callback
+catches a killed backend or a server restart at once, and the probe's
+timeout catches a network that silently drops packets, which nothing else
+would notice. On loss the connection is torn down and re-established with
+exponential backoff and full jitter; the dispatcher learns about the gap and
+the recovery in order with the notifications.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from sse_service.dispatch import Dispatcher
+from sse_service.settings import Settings
+from sse_service.stats import Stats
+
+log = logging.getLogger("sse_service.listener")
+
+APPLICATION_NAME = "sse-service-listener"
+
+
+@dataclass(slots=True)
+class ListenState:
+    """What ``/healthz`` and ``/readyz`` report."""
+
+    connected: bool = False
+    since: float | None = None  # epoch seconds of the last change
+    reconnects: int = 0
+    last_error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"connected": self.connected, "since": self.since,
+                "reconnects": self.reconnects, "last_error": self.last_error}
+
+
+class ConnectionLost(Exception):
+    pass
+
+
+def backoff(attempt: int, cap: float, base: float = 0.25) -> float:
+    """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**attempt)]."""
+    return random.uniform(0, min(cap, base * (2 ** min(attempt, 30))))
+
+
+class Listener:
+    """Keeps one LISTEN connection alive and feeds the dispatcher."""
+
+    def __init__(self, settings: Settings, dispatcher: Dispatcher, stats: Stats) -> None:
+        self._settings = settings
+        self._dispatcher = dispatcher
+        self._stats = stats
+        self.state = ListenState()
+        self.ready = asyncio.Event()  # set once the first LISTEN succeeded
+        self._was_up = False
+        self._up_at = 0.0
+
+    async def run(self) -> None:
+        """Connect, listen, probe; on any failure back off and start over. Forever."""
+        attempt = 0
+        while True:
+            try:
+                conn = await asyncpg.connect(
+                    self._settings.database_url,
+                    timeout=self._settings.listen_connect_timeout,
+                    server_settings={"application_name": APPLICATION_NAME},
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._failed(f"connect failed: {_describe(exc)}")
+            else:
+                try:
+                    await self._session(conn)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    self._failed(_describe(exc))
+                finally:
+                    conn.terminate()  # no polite close: the peer may be unreachable
+                if self.state.connected:  # the session ended without an exception
+                    self._failed("connection closed")
+                if time.monotonic() - self._up_at >= 10.0:  # it was a healthy session
+                    attempt = 0
+            delay = backoff(attempt, self._settings.listen_backoff_max)
+            attempt += 1
+            await asyncio.sleep(delay)
+
+    async def _session(self, conn: Any) -> None:
+        lost = asyncio.Event()
+        conn.add_termination_listener(lambda _conn: lost.set())
+        await conn.add_listener(self._settings.channel, self._on_notification)
+        self._up()
+        probe_interval = self._settings.listen_probe_interval
+        probe_timeout = self._settings.listen_probe_timeout
+        while True:
+            try:
+                await asyncio.wait_for(lost.wait(), probe_interval)
+            except TimeoutError:
+                pass
+            if lost.is_set():
+                raise ConnectionLost("the server closed the connection")
+            try:
+                await conn.fetchval("SELECT 1", timeout=probe_timeout)
+            except TimeoutError:
+                raise ConnectionLost(f"no answer to a probe within {probe_timeout} s") from None
+
+    def _on_notification(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        self._dispatcher.notify(payload)
+
+    def _up(self) -> None:
+        state = self.state
+        if self._was_up:
+            state.reconnects += 1
+            self._stats.listen_reconnects += 1
+        self._was_up = True
+        state.connected = True
+        state.since = time.time()
+        self._up_at = time.monotonic()
+        self._dispatcher.listen_up()
+        self.ready.set()
+        log.info("listening on channel %r", self._settings.channel)
+
+    def _failed(self, reason: str) -> None:
+        state = self.state
+        state.last_error = reason
+        if state.connected:
+            state.connected = False
+            state.since = time.time()
+            self._dispatcher.listen_down("listen_lost")
+            log.warning("LISTEN connection lost: %s", reason)
+        else:
+            log.warning("LISTEN connection unavailable: %s", reason)
+
+
+def _describe(exc: BaseException) -> str:
+    # Class and message only: asyncpg's messages never contain the password.
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,91 @@
+"""Decode and validate one NOTIFY payload.
+
+The payload is JSON ``{"event": NAME, "users": [id, ...], "data": {...}}``
+with an optional ``"id"`` (the triggers put a sequence number there) and an
+optional ``"ts"`` (epoch seconds at which the trigger fired). Anyone with
+``NOTIFY`` rights on the database can send one, so everything is checked;
+a bad payload raises :class:`InvalidNotification` with a short reason code
+for the metrics and logs, and never reaches a stream.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sse_service.events import ID_RE, NAME_RE, dumps
+
+MAX_PAYLOAD_BYTES = 8000
+MAX_USER_ID_LENGTH = 128
+
+
+class InvalidNotification(ValueError):
+    """A payload the service refuses; ``reason`` is a stable short code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    event: str
+    users: tuple[str, ...]
+    data: str  # compact JSON, safe for one data: line
+    id: str | None = None
+    sent_at: float | None = None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse(payload: str) -> Notification:
+    """Validate ``payload``; raise :class:`InvalidNotification` if unusable."""
+    if len(payload) > MAX_PAYLOAD_BYTES:  # characters ≤ bytes, so this is cheap and safe
+        raise InvalidNotification("too_large", f"{len(payload)} characters")
+    try:
+        obj = json.loads(payload, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidNotification("not_json", str(exc)[:80]) from None
+    if not isinstance(obj, dict):
+        raise InvalidNotification("not_object", f"got {type(obj).__name__}")
+
+    event = obj.get("event")
+    if not isinstance(event, str) or not NAME_RE.match(event):
+        raise InvalidNotification("bad_event", "event must be a name of [A-Za-z0-9_.:-]{1,64}")
+
+    users = obj.get("users")
+    if not isinstance(users, list) or not users:
+        raise InvalidNotification("bad_users", "users must be a non-empty list")
+    for user in users:
+        if not isinstance(user, str) or not 0 < len(user) <= MAX_USER_ID_LENGTH:
+            raise InvalidNotification("bad_users", "each user must be a non-empty string")
+
+    data = obj.get("data")
+    if not isinstance(data, dict):
+        raise InvalidNotification("bad_data", "data must be a JSON object")
+
+    raw_id = obj.get("id")
+    event_id: str | None
+    if raw_id is None:
+        event_id = None
+    elif isinstance(raw_id, int) and not isinstance(raw_id, bool) and raw_id >= 0:
+        event_id = str(raw_id)
+    elif isinstance(raw_id, str) and ID_RE.match(raw_id):
+        event_id = raw_id
+    else:
+        raise InvalidNotification("bad_id", "id must be a non-negative integer or [A-Za-z0-9_.:-]")
+
+    ts = obj.get("ts")
+    sent_at = float(ts) if isinstance(ts, int | float) and not isinstance(ts, bool) else None
+
+    return Notification(
+        event=event,
+        users=tuple(dict.fromkeys(users)),  # one delivery per user, order kept
+        data=dumps(data),
+        id=event_id,
+        sent_at=sent_at,
+    )

@@ -1,0 +1,39 @@
+"""Install and uninstall the service's database objects (``sql/``).
+
+The scripts live at the top of the repository so that an operator can also
+run them with ``psql -f``; this module is the same thing for the CLI and the
+tests. Both scripts are idempotent and run in one transaction each.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+INSTALL_SQL = SQL_DIR / "install.sql"
+UNINSTALL_SQL = SQL_DIR / "uninstall.sql"
+
+
+class _Executor(Protocol):
+    async def execute(self, query: str, *args: object) -> str: ...
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{path} is missing: run sse-service from a checkout of the repository"
+        ) from None
+
+
+async def install(conn: _Executor, channel: str = "sse_events") -> None:
+    """Create or update the triggers, then point them at ``channel``."""
+    await conn.execute(_read(INSTALL_SQL))
+    await conn.execute("SELECT sse.set_channel($1)", channel)
+
+
+async def uninstall(conn: _Executor) -> None:
+    """Remove every object :func:`install` created, and nothing else."""
+    await conn.execute(_read(UNINSTALL_SQL))

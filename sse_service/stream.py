@@ -1,0 +1,69 @@
+"""``GET /api/v1/events/stream``: one user's Server-Sent Events stream.
+
+The handler authenticates, takes a place under the caps, sends the response
+headers through aiohttp-sse's :class:`EventSourceResponse`, and registers a
+:class:`Subscriber` with the hub, which from then on writes to it directly.
+The handler itself only waits for the stream to end (client gone, token
+expired, evicted, too slow, shutdown) and unregisters in ``finally``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiohttp import web
+from aiohttp_sse import EventSourceResponse
+
+from sse_service.events import dumps, encode
+from sse_service.state import SERVICE, Service
+from sse_service.subscriber import Subscriber
+
+# aiohttp-sse's own ping is replaced by the hub's ``sync:ping`` (one encoding for
+# all streams); its ping task then only marks the stream's lifetime.
+_NO_PING = 10 * 365 * 24 * 3600.0
+
+
+async def stream(request: web.Request) -> web.StreamResponse:
+    service: Service = request.app[SERVICE]
+    settings = service.settings
+    principal = service.verifier.authenticate(request, settings.token_cookie)
+    hub = service.hub
+    hub.check_capacity()
+    last_event_id = request.headers.get("Last-Event-ID")
+    if last_event_id is None:
+        last_event_id = request.query.get("lastEventId")
+
+    response = EventSourceResponse(ping_interval=_NO_PING, send_timeout=settings.send_timeout)
+    writer = await response.prepare(request)
+    transport = request.transport
+    if transport is None or writer is None:  # the client left while we answered
+        return response
+
+    sub = Subscriber(
+        principal.user_id, transport,
+        chunked=bool(getattr(writer, "chunked", False)),
+        max_buffer=settings.stream_buffer_bytes,
+        opened_at=time.monotonic(),
+        on_close=lambda _sub: response.stop_streaming(),
+    )
+    hub.attach(sub, last_event_id)
+    loop = asyncio.get_running_loop()
+    sub.expiry = loop.call_later(
+        max(0.0, principal.expires_at - time.time()), _expire, sub
+    )
+    try:
+        await response.wait()
+    finally:
+        if not sub.closed:
+            sub.close("disconnected")
+        hub.detach(sub)
+    return response
+
+
+_EXPIRED = encode(name="auth:expired", data=dumps({"reason": "token_expired"}))
+
+
+def _expire(sub: Subscriber) -> None:
+    sub.expiry = None
+    sub.close("token_expired", final=_EXPIRED)

@@ -1,0 +1,72 @@
+"""One open event stream: a transport to write to, and how it ends.
+
+Writes go straight to the connection's asyncio transport, without awaiting:
+the transport's own write buffer is the stream's bounded buffer. When a
+client stops reading, that buffer grows; past ``max_buffer`` bytes the stream
+is aborted (the client resumes later with ``Last-Event-ID``), so a slow
+reader can cost neither memory nor the other streams' latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from sse_service.events import frame
+
+
+class Subscriber:
+    """A registered stream of one user. Created and owned by the stream handler."""
+
+    __slots__ = ("_on_close", "_transport", "chunked", "close_reason", "closed",
+                 "expiry", "max_buffer", "opened_at", "user")
+
+    def __init__(self, user: str, transport: asyncio.Transport, *, chunked: bool,
+                 max_buffer: int, opened_at: float,
+                 on_close: Callable[[Subscriber], None]) -> None:
+        self.user = user
+        self._transport = transport
+        self.chunked = chunked
+        self.max_buffer = max_buffer
+        self.opened_at = opened_at
+        self._on_close = on_close  # wakes the handler, which then unregisters
+        self.closed = False
+        self.close_reason: str | None = None
+        self.expiry: asyncio.TimerHandle | None = None
+
+    def write(self, framed: bytes) -> bool:
+        """Queue already-framed bytes; False (and closed) if the stream is gone or stuck."""
+        if self.closed:
+            return False
+        transport = self._transport
+        if transport.is_closing():
+            self.close("disconnected")
+            return False
+        transport.write(framed)
+        if transport.get_write_buffer_size() > self.max_buffer:
+            self.close("slow_consumer", abort=True)
+            return False
+        return True
+
+    def send(self, payload: bytes) -> bool:
+        """Frame an unframed SSE block for this stream and write it."""
+        return self.write(frame(payload, self.chunked))
+
+    def close(self, reason: str, *, final: bytes | None = None, abort: bool = False) -> None:
+        """End the stream, optionally after one last SSE block. Idempotent."""
+        if self.closed:
+            return
+        if final is not None and not self._transport.is_closing():
+            self._transport.write(frame(final, self.chunked))
+        self.closed = True
+        self.close_reason = reason
+        if self.expiry is not None:
+            self.expiry.cancel()
+            self.expiry = None
+        if abort:
+            self._transport.abort()
+        self._on_close(self)
+
+    @property
+    def buffered(self) -> int:
+        return self._transport.get_write_buffer_size()

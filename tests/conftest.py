@@ -1,0 +1,169 @@
+"""Shared fixtures: a real PostgreSQL database with the core API's schema.
+
+Each test run creates its own database (``sse_test_<random>``), loads
+``../shared/wishwithme-schema.sql`` into it, installs ``sql/install.sql`` and
+drops it at the end. The server is the one named by ``SSE_TEST_PG_DSN``
+(default ``postgresql://postgres@127.0.0.1:5432/postgres``); when none answers
+a private cluster is started from the PostgreSQL binaries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from sse_service import sqlinstall
+from tests.pgserver import PrivateCluster, server_answers
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA_SQL = Path(
+    os.environ.get("SSE_TEST_SCHEMA_SQL", ROOT.parent / "shared" / "wishwithme-schema.sql")
+)
+DEFAULT_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def with_database(dsn: str, dbname: str) -> str:
+    """``dsn`` pointed at another database on the same server."""
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path="/" + dbname))
+
+
+async def create_database(admin_dsn: str, *, install: bool = True) -> str:
+    """A new database with the core API's schema (and our triggers); its DSN."""
+    if not SCHEMA_SQL.is_file():
+        raise RuntimeError(f"schema not found at {SCHEMA_SQL} (set SSE_TEST_SCHEMA_SQL)")
+    name = "sse_test_" + uuid.uuid4().hex[:12]
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    dsn = with_database(admin_dsn, name)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(SCHEMA_SQL.read_text(encoding="utf-8"))
+        if install:
+            await sqlinstall.install(conn)
+    finally:
+        await conn.close()
+    return dsn
+
+
+async def drop_database(admin_dsn: str, dsn: str) -> None:
+    name = urlsplit(dsn).path.lstrip("/")
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+def pg_admin_dsn() -> Iterator[str]:
+    """DSN of a superuser connection to a running PostgreSQL server."""
+    dsn = os.environ.get("SSE_TEST_PG_DSN", DEFAULT_ADMIN_DSN)
+    parts = urlsplit(dsn)
+    if server_answers(parts.hostname or "127.0.0.1", parts.port or 5432):
+        yield dsn
+        return
+    cluster = PrivateCluster()
+    cluster.start()
+    try:
+        yield cluster.dsn
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture(scope="session")
+def database_dsn(pg_admin_dsn: str) -> Iterator[str]:
+    """The run's own database: schema loaded, triggers installed, dropped at the end."""
+    dsn = asyncio.run(create_database(pg_admin_dsn))
+    try:
+        yield dsn
+    finally:
+        asyncio.run(drop_database(pg_admin_dsn, dsn))
+
+
+@pytest.fixture
+async def fresh_database_dsn(pg_admin_dsn: str) -> AsyncIterator[str]:
+    """A database of the test's own, for tests that change what is installed."""
+    dsn = await create_database(pg_admin_dsn)
+    try:
+        yield dsn
+    finally:
+        await drop_database(pg_admin_dsn, dsn)
+
+
+@pytest.fixture
+async def db(database_dsn: str) -> AsyncIterator[Any]:
+    """A connection playing the core API: it writes rows with plain SQL."""
+    conn = await asyncpg.connect(database_dsn)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+class NotificationLog:
+    """Every NOTIFY payload on a channel, decoded, in arrival order."""
+
+    def __init__(self) -> None:
+        self.raw: list[str] = []
+        self._arrived = asyncio.Event()
+
+    def callback(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        self.raw.append(payload)
+        self._arrived.set()
+
+    @property
+    def payloads(self) -> list[dict[str, Any]]:
+        return [json.loads(p) for p in self.raw]
+
+    def events_for(self, user: str) -> list[tuple[str, dict[str, Any]]]:
+        """(event, data) pairs whose recipients include ``user``."""
+        return [(p["event"], p["data"]) for p in self.payloads if user in p["users"]]
+
+    async def settle(self, quiet: float = 0.2, timeout: float = 10.0) -> None:
+        """Wait until no notification has arrived for ``quiet`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), quiet)
+            except TimeoutError:
+                return
+        raise TimeoutError("notifications kept arriving")
+
+    def clear(self) -> None:
+        self.raw.clear()
+
+
+@pytest.fixture
+async def notifications(database_dsn: str) -> AsyncIterator[NotificationLog]:
+    """LISTEN on the default channel with a connection of the test's own."""
+    log = NotificationLog()
+    conn = await asyncpg.connect(database_dsn)
+    await conn.add_listener("sse_events", log.callback)
+    try:
+        yield log
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def service(database_dsn: str) -> AsyncIterator[Any]:
+    """The service on a real socket, listening on the run's database."""
+    from tests.harness import running, settings_for
+
+    async with running(settings_for(database_dsn)) as svc:
+        yield svc

@@ -1,0 +1,242 @@
+"""A raw HTTP/1.1 client for ``text/event-stream``, over a plain socket.
+
+It keeps every byte it read (``raw``), undoes the chunked framing itself and
+parses SSE the way the WHATWG spec says a browser does, including
+``lastEventId`` and ``retry``. Tests can also stop reading (to play a stalled
+client) or drop the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class SSE:
+    event: str
+    data: str
+    id: str | None  # the stream's last event id after this event
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.data)
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes = b""
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class SSEClient:
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    status: int
+    headers: dict[str, str]
+    chunked: bool
+    raw: bytearray = field(default_factory=bytearray)  # the body as received (de-chunked)
+    last_event_id: str | None = None
+    retry: int | None = None
+    comments: list[str] = field(default_factory=list)
+    eof: bool = False
+    _text: str = ""
+    _events: list[SSE] = field(default_factory=list)
+
+    # -- connecting ------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, port: int, path: str = "/api/v1/events/stream", *,
+                   token: str | None = None, headers: dict[str, str] | None = None,
+                   version: str = "1.1", host: str = "127.0.0.1") -> SSEClient:
+        reader, writer = await asyncio.open_connection(host, port)
+        lines = [f"GET {path} HTTP/{version}", f"Host: {host}:{port}",
+                 "Accept: text/event-stream"]
+        if token is not None:
+            lines.append(f"Authorization: Bearer {token}")
+        for name, value in (headers or {}).items():
+            lines.append(f"{name}: {value}")
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        await writer.drain()
+        status, hdrs = await _read_head(reader)
+        client = cls(reader, writer, status, hdrs,
+                     chunked=hdrs.get("transfer-encoding", "").lower() == "chunked")
+        return client
+
+    async def read_body(self, timeout: float = 5.0) -> bytes:
+        """For a non-stream response: the whole body."""
+        await asyncio.wait_for(self._drain_until_eof(), timeout)
+        return bytes(self.raw)
+
+    # -- reading ---------------------------------------------------------------
+
+    async def next_event(self, timeout: float = 5.0, *, skip_pings: bool = True) -> SSE:
+        """The next dispatched event (by default skipping ``sync:ping``)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                while self._events:
+                    ev = self._events.pop(0)
+                    if skip_pings and ev.event == "sync:ping":
+                        continue
+                    return ev
+                if self.eof:
+                    raise EOFError("stream ended")
+                await self._read_some()
+
+    async def events_within(self, seconds: float, *, skip_pings: bool = True) -> list[SSE]:
+        """Every event that arrives within ``seconds`` (stops early at EOF)."""
+        out: list[SSE] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return out
+            try:
+                out.append(await self.next_event(remaining, skip_pings=skip_pings))
+            except (TimeoutError, EOFError):
+                return out
+
+    async def wait_eof(self, timeout: float = 5.0) -> list[SSE]:
+        """Read until the server ends the stream; the events seen on the way."""
+        out: list[SSE] = []
+        async with asyncio.timeout(timeout):
+            while True:
+                try:
+                    out.append(await self.next_event(timeout, skip_pings=False))
+                except EOFError:
+                    return out
+
+    async def _drain_until_eof(self) -> None:
+        while not self.eof:
+            await self._read_some()
+
+    async def _read_some(self) -> None:
+        if self.chunked:
+            size_line = await self.reader.readline()
+            if not size_line:
+                raise ConnectionError("connection closed inside a chunked body")
+            size = int(size_line.strip().split(b";")[0], 16)
+            if size == 0:
+                await self.reader.readline()
+                self.eof = True
+                return
+            data = await self.reader.readexactly(size + 2)
+            if data[-2:] != b"\r\n":
+                raise ValueError("bad chunk framing")
+            data = data[:-2]
+        else:
+            data = await self.reader.read(65536)
+            if not data:
+                self.eof = True
+                return
+        self.raw += data
+        self._feed(data.decode("utf-8"))
+
+    def _feed(self, text: str) -> None:
+        # WHATWG "interpret an event stream"; a complete event ends with a blank line.
+        self._text += text
+        while True:
+            cut = _end_of_event(self._text)
+            if cut is None:
+                return
+            block, self._text = self._text[: cut[0]], self._text[cut[1]:]
+            self._interpret(block)
+
+    def _interpret(self, block: str) -> None:
+        event, data_lines = "", []
+        for line in block.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+            if line.startswith(":"):
+                self.comments.append(line[1:].strip())
+                continue
+            name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if name == "event":
+                event = value
+            elif name == "data":
+                data_lines.append(value)
+            elif name == "id" and "\0" not in value:
+                self.last_event_id = value
+            elif name == "retry" and value.isdigit():
+                self.retry = int(value)
+        if data_lines:
+            self._events.append(SSE(event or "message", "\n".join(data_lines),
+                                    self.last_event_id))
+
+    # -- faults ------------------------------------------------------------------
+
+    def stop_reading(self) -> None:
+        """Play a client that stopped reading: the socket stays open, unread."""
+        self.writer.transport.pause_reading()
+        sock = self.writer.get_extra_info("socket")
+        import socket
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+
+    async def close(self) -> None:
+        self.writer.close()
+        try:
+            await self.writer.wait_closed()
+        except (ConnectionError, OSError):
+            pass
+
+
+def _end_of_event(text: str) -> tuple[int, int] | None:
+    best: tuple[int, int] | None = None
+    for sep in ("\r\n\r\n", "\n\n", "\r\r"):
+        i = text.find(sep)
+        if i != -1 and (best is None or i < best[0]):
+            best = (i, i + len(sep))
+    return best
+
+
+async def _read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if line:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+    return status, headers
+
+
+async def request(port: int, path: str, *, token: str | None = None,
+                  headers: dict[str, str] | None = None, method: str = "GET") -> Response:
+    """A plain request/response over the same raw socket code."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Connection: close"]
+    if token is not None:
+        lines.append(f"Authorization: Bearer {token}")
+    for name, value in (headers or {}).items():
+        lines.append(f"{name}: {value}")
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+    await writer.drain()
+    try:
+        status, hdrs = await _read_head(reader)
+        body = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    if hdrs.get("transfer-encoding", "").lower() == "chunked":
+        body = _dechunk(body)
+    return Response(status, hdrs, body)
+
+
+def _dechunk(body: bytes) -> bytes:
+    out = bytearray()
+    while body:
+        line, _, rest = body.partition(b"\r\n")
+        size = int(line.split(b";")[0], 16)
+        if size == 0:
+            break
+        out += rest[:size]
+        body = rest[size + 2:]
+    return bytes(out)
