@@ -9,6 +9,7 @@ can never reach a log file.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from typing import Any
@@ -20,10 +21,25 @@ _SYSLOG = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4,
            logging.ERROR: 3, logging.CRITICAL: 2}
 
 
+# Whatever a library logs (aiohttp logs a malformed request line or header with
+# its first bytes), credentials are masked before a line leaves the process.
+_SECRETS = re.compile(
+    r"(?P<k>(?:token|access_token)=|Bearer\s+|Authorization:\s*\S+\s+)[^\s&'\"\\]+",
+    re.IGNORECASE,
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with bearer tokens and ``token=`` values replaced by ``***``."""
+    return _SECRETS.sub(r"\g<k>***", text)
+
+
 class JournalFormatter(logging.Formatter):
+    """``<level>logger: message``, with credentials redacted."""
+
     def format(self, record: logging.LogRecord) -> str:
         prefix = f"<{_SYSLOG.get(record.levelno, 6)}>"
-        return prefix + super().format(record)
+        return prefix + redact(super().format(record))
 
 
 def setup(level: str) -> None:

@@ -18,6 +18,19 @@ UNINSTALL_SQL = SQL_DIR / "uninstall.sql"
 class _Executor(Protocol):
     async def execute(self, query: str, *args: object) -> str: ...
 
+    def is_in_transaction(self) -> bool: ...
+
+
+async def _run_script(conn: _Executor, path: Path) -> None:
+    try:
+        await conn.execute(_read(path))
+    except BaseException:
+        # The script's own BEGIN is still open after a failure part-way (a lock
+        # timeout, say); leave the connection usable.
+        if conn.is_in_transaction():
+            await conn.execute("ROLLBACK")
+        raise
+
 
 def _read(path: Path) -> str:
     try:
@@ -30,10 +43,11 @@ def _read(path: Path) -> str:
 
 async def install(conn: _Executor, channel: str = "sse_events") -> None:
     """Create or update the triggers, then point them at ``channel``."""
-    await conn.execute(_read(INSTALL_SQL))
+    await _run_script(conn, INSTALL_SQL)
+    # A fresh install notifies the default channel until this line runs.
     await conn.execute("SELECT sse.set_channel($1)", channel)
 
 
 async def uninstall(conn: _Executor) -> None:
     """Remove every object :func:`install` created, and nothing else."""
-    await conn.execute(_read(UNINSTALL_SQL))
+    await _run_script(conn, UNINSTALL_SQL)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -175,9 +176,10 @@ class SSEClient:
 
     def stop_reading(self) -> None:
         """Play a client that stopped reading: the socket stays open, unread."""
-        self.writer.transport.pause_reading()
+        transport = self.writer.transport
+        assert isinstance(transport, asyncio.Transport)
+        transport.pause_reading()
         sock = self.writer.get_extra_info("socket")
-        import socket
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
 
     async def close(self) -> None:

@@ -1,0 +1,133 @@
+"""Authentication of the stream and status endpoints, and tokens kept out of logs."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+import uuid
+
+import jwt
+import pytest
+
+from tests.harness import JWT_KEY, Running, token
+from tests.sseclient import SSEClient, request
+
+STREAM = "/api/v1/events/stream"
+
+
+def b64(obj: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+
+def unsigned(user: str) -> str:
+    return f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64({'sub': user, 'exp': time.time() + 60})}."
+
+
+BAD_TOKENS = {
+    "expired": token("u", ttl=-10),
+    "wrong key": token("u", key="another-secret-another-secret-another-secret"),
+    "alg none": unsigned("u"),
+    "other algorithm": jwt.encode({"sub": "u", "exp": int(time.time()) + 60}, JWT_KEY * 2,
+                                  algorithm="HS512"),
+    "malformed": "not.a.jwt",
+    "garbage": "%%%",
+    "no exp": jwt.encode({"sub": "u"}, JWT_KEY, algorithm="HS256"),
+    "no sub": jwt.encode({"exp": int(time.time()) + 60}, JWT_KEY, algorithm="HS256"),
+    "numeric sub": jwt.encode({"sub": 42, "exp": int(time.time()) + 60}, JWT_KEY,
+                              algorithm="HS256"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_TOKENS))
+async def test_bad_tokens_get_401_json(service: Running, name: str) -> None:
+    resp = await request(service.port, STREAM, token=BAD_TOKENS[name])
+    assert resp.status == 401
+    assert resp.headers["content-type"].startswith("application/json")
+    assert resp.json["error"] == "invalid_token"
+    assert resp.headers["www-authenticate"].startswith('Bearer realm="sse-service"')
+    assert BAD_TOKENS[name] not in resp.body.decode()
+
+
+async def test_missing_token(service: Running) -> None:
+    for path in (STREAM, "/api/v1/events/status"):
+        resp = await request(service.port, path)
+        assert resp.status == 401
+        assert resp.json["error"] == "missing_token"
+        assert resp.headers["www-authenticate"] == 'Bearer realm="sse-service"'
+
+
+async def test_malformed_authorization_header(service: Running) -> None:
+    resp = await request(service.port, STREAM, headers={"Authorization": "Basic abc"})
+    assert resp.status == 401
+    resp = await request(service.port, STREAM, headers={"Authorization": "Bearer "})
+    assert resp.status == 401
+
+
+async def test_token_in_query_and_cookie(service: Running) -> None:
+    user = str(uuid.uuid4())
+    q = await SSEClient.open(service.port, f"{STREAM}?token={token(user)}")
+    c = await SSEClient.open(service.port, headers={"Cookie": f"access_token={token(user)}"})
+    try:
+        assert q.status == 200 and c.status == 200
+        await service.wait_streams(2)
+        assert service.service.hub.streams_of(user) == 2
+    finally:
+        await q.close()
+        await c.close()
+
+
+async def test_no_token_in_any_log_line(service: Running, caplog: pytest.LogCaptureFixture
+                                        ) -> None:
+    caplog.set_level(logging.DEBUG)
+    secret = token(str(uuid.uuid4()))
+    await request(service.port, f"/api/v1/events/status?token={secret}")
+    await request(service.port, f"{STREAM}?token={secret}x")  # invalid: logged as 401
+    client = await SSEClient.open(service.port, f"{STREAM}?token={secret}")
+    await service.wait_streams(1)
+    await client.close()
+    await service.wait_streams(0)
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "/api/v1/events/status" in text  # the access log did log the request
+    assert secret not in text
+    assert "token=" not in text
+
+
+async def test_unknown_path_and_method_are_json(service: Running) -> None:
+    resp = await request(service.port, "/nope")
+    assert resp.status == 404 and resp.json["error"] == "not_found"
+    resp = await request(service.port, STREAM, method="POST", token=token("u"))
+    assert resp.status == 405 and "GET" in resp.headers["allow"]
+
+
+async def test_oversized_headers_are_refused(service: Running) -> None:
+    resp = await request(service.port, STREAM, headers={"Last-Event-ID": "9" * 20000})
+    assert resp.status in (400, 431)
+
+
+async def test_a_token_in_an_oversized_request_is_redacted_from_the_log(
+        service: Running, capsys: pytest.CaptureFixture[str]) -> None:
+    """aiohttp logs the first bytes of a request line or header that is too long."""
+    from sse_service import logs
+
+    logs.setup("INFO")
+    try:
+        secret = token(str(uuid.uuid4()))
+        resp = await request(service.port, STREAM, headers={"Authorization": f"Bearer {secret}"
+                                                            + "a" * 9000})
+        assert resp.status == 400
+        resp = await request(service.port, f"{STREAM}?token={secret}" + "a" * 9000)
+        assert resp.status == 400
+    finally:
+        logging.getLogger().handlers.clear()
+    out = capsys.readouterr().out
+    assert "Error handling request" in out  # the line was logged, and masked
+    assert secret[:20] not in out
+
+
+def test_redact() -> None:
+    from sse_service.logs import redact
+
+    assert redact("GET /s?token=abc.def&x=1 Bearer xyz") == "GET /s?token=***&x=1 Bearer ***"
+    assert redact("b'Bearer eyJhbGciOi...'") == "b'Bearer ***'"

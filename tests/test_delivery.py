@@ -1,0 +1,281 @@
+"""Issue 3's guarantee on a live server: every event is delivered, or a reset says so."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import uuid
+from typing import Any
+
+import pytest
+
+from tests.harness import Running, running, settings_for, token
+from tests.sseclient import SSEClient, request
+
+STREAM = "/api/v1/events/stream"
+
+
+async def notify(db: Any, user: str | list[str], n: int, *, id: int | None = None,
+                 event: str = "items:updated") -> None:
+    users = [user] if isinstance(user, str) else user
+    payload: dict[str, Any] = {"event": event, "users": users, "data": {"n": n}}
+    if id is not None:
+        payload["id"] = id
+    await db.execute("SELECT pg_notify('sse_events', $1)", json.dumps(payload))
+
+
+async def next_n(client: SSEClient, count: int) -> list[int]:
+    return [(await client.next_event()).json["n"] for _ in range(count)]
+
+
+async def test_resume_with_last_event_id_header_and_query(service: Running, db: Any) -> None:
+    user = str(uuid.uuid4())
+    c = await SSEClient.open(service.port, token=token(user))
+    await service.wait_streams(1)
+    await notify(db, user, 1)
+    await notify(db, user, 2)
+    assert await next_n(c, 2) == [1, 2]
+    last = c.last_event_id
+    assert last is not None
+    await c.close()
+    await service.wait_streams(0)
+    await notify(db, user, 3)
+    await notify(db, [str(uuid.uuid4())], 99)  # somebody else's, in between
+    await notify(db, user, 4)
+    await asyncio.sleep(0.2)
+
+    by_header = await SSEClient.open(service.port, token=token(user),
+                                     headers={"Last-Event-ID": last})
+    by_query = await SSEClient.open(service.port, f"{STREAM}?lastEventId={last}",
+                                    token=token(user))
+    try:
+        for c2 in (by_header, by_query):
+            assert await next_n(c2, 2) == [3, 4]
+        await notify(db, user, 5)
+        for c2 in (by_header, by_query):
+            assert await next_n(c2, 1) == [5]
+        assert service.service.stats.replays == 2
+    finally:
+        await by_header.close()
+        await by_query.close()
+
+
+async def test_a_client_that_saw_no_event_still_resumes(service: Running, db: Any) -> None:
+    user = str(uuid.uuid4())
+    await notify(db, [str(uuid.uuid4())], 0)  # the service has a newest id now
+    await asyncio.sleep(0.1)
+    c = await SSEClient.open(service.port, token=token(user))
+    await c.events_within(0.1)
+    handshake = c.last_event_id
+    assert handshake is not None
+    await c.close()
+    await service.wait_streams(0)
+    await notify(db, user, 1)
+    await asyncio.sleep(0.1)
+    c = await SSEClient.open(service.port, token=token(user), headers={"Last-Event-ID": handshake})
+    try:
+        ev = await c.next_event()
+        assert (ev.event, ev.json) == ("items:updated", {"n": 1})
+    finally:
+        await c.close()
+
+
+@pytest.mark.parametrize(("last_id", "reason"), [
+    ("12345678901234", "unknown_last_event_id"),
+    ("bad id", "invalid_last_event_id"),
+    ("x" * 100, "invalid_last_event_id"),
+    ("1;DROP", "invalid_last_event_id"),
+])
+async def test_unfillable_gap_starts_with_sync_reset(service: Running, last_id: str,
+                                                     reason: str) -> None:
+    c = await SSEClient.open(service.port, token=token(str(uuid.uuid4())),
+                             headers={"Last-Event-ID": last_id})
+    try:
+        assert c.status == 200
+        ev = await c.next_event()
+        assert ev.event == "sync:reset"
+        assert ev.json == {"reason": reason}
+        assert ev.id is not None and ev.id != last_id  # a fresh resume point
+    finally:
+        await c.close()
+
+
+async def test_resume_on_another_instance(database_dsn: str, db: Any) -> None:
+    """Ids come from the database, so instance B can resume a client of instance A."""
+    user = str(uuid.uuid4())
+    async with running(settings_for(database_dsn)) as a, \
+            running(settings_for(database_dsn)) as b:
+        c = await SSEClient.open(a.port, token=token(user))
+        await a.wait_streams(1)
+        base = int(await db.fetchval("SELECT nextval('sse.event_id')"))
+        await notify(db, user, 1, id=base + 1)
+        assert await next_n(c, 1) == [1]
+        await c.close()
+        await notify(db, user, 2, id=base + 2)
+        await notify(db, user, 3, id=base + 3)
+        await asyncio.sleep(0.2)
+        c = await SSEClient.open(b.port, token=token(user),
+                                 headers={"Last-Event-ID": str(base + 1)})
+        try:
+            assert await next_n(c, 2) == [2, 3]
+        finally:
+            await c.close()
+        # An id that only instance A made up (a NOTIFY without "id") cannot resume on B.
+        c = await SSEClient.open(a.port, token=token(user))
+        await notify(db, user, 4)
+        assert await next_n(c, 1) == [4]
+        local = c.last_event_id
+        await c.close()
+        c = await SSEClient.open(b.port, token=token(user), headers={"Last-Event-ID": str(local)})
+        try:
+            ev = await c.next_event()
+            assert ev.event == "sync:reset"
+        finally:
+            await c.close()
+
+
+async def test_keepalive_ping(database_dsn: str) -> None:
+    async with running(settings_for(database_dsn, SSE_KEEPALIVE_INTERVAL="0.2")) as svc:
+        c = await SSEClient.open(svc.port, token=token(str(uuid.uuid4())))
+        try:
+            ev = await c.next_event(skip_pings=False)
+            assert ev.event == "sync:ping"
+            assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", ev.json["timestamp"])
+            ev2 = await c.next_event(skip_pings=False)
+            assert ev2.event == "sync:ping"
+        finally:
+            await c.close()
+
+
+async def test_slow_consumer_is_cut_off_and_others_are_not_delayed(database_dsn: str,
+                                                                   db: Any) -> None:
+    settings = settings_for(database_dsn, SSE_STREAM_BUFFER_BYTES="65536")
+    async with running(settings) as svc:
+        slow_user, fast_user = str(uuid.uuid4()), str(uuid.uuid4())
+        slow = await SSEClient.open(svc.port, token=token(slow_user))
+        fast = await SSEClient.open(svc.port, token=token(fast_user))
+        await svc.wait_streams(2)
+        slow.stop_reading()
+        big = "x" * 7000
+        loop = asyncio.get_running_loop()
+        for i in range(1000):  # 7 MB for the slow reader: more than the kernel buffers (~4 MB)
+            await db.execute("SELECT pg_notify('sse_events', $1)", json.dumps(
+                {"event": "items:updated", "users": [slow_user, fast_user],
+                 "data": {"n": i, "pad": big}}))
+            if i % 50 == 0:
+                t0 = loop.time()
+                while (await fast.next_event()).json["n"] != i:
+                    pass
+                assert loop.time() - t0 < 2.0  # functional deadline, not a benchmark
+        await svc.wait_streams(1)
+        assert svc.service.stats.streams_closed["slow_consumer"] == 1
+        assert svc.service.hub.streams_of(fast_user) == 1
+        await slow.close()
+        await fast.close()
+
+
+async def test_per_user_cap_closes_the_oldest_with_a_long_retry(database_dsn: str) -> None:
+    async with running(settings_for(database_dsn, SSE_MAX_STREAMS_PER_USER="2")) as svc:
+        user = str(uuid.uuid4())
+        first = await SSEClient.open(svc.port, token=token(user))
+        second = await SSEClient.open(svc.port, token=token(user))
+        await svc.wait_streams(2)
+        third = await SSEClient.open(svc.port, token=token(user))
+        events = await first.wait_eof()
+        assert [e.event for e in events] == ["sync:closed"]
+        assert events[0].json == {"reason": "too_many_streams", "limit": 2}
+        assert first.retry == 3_600_000
+        await svc.wait_streams(2)
+        assert svc.service.hub.streams_of(user) == 2
+        for c in (first, second, third):
+            await c.close()
+
+
+async def test_reconnecting_clients_over_the_cap_settle(database_dsn: str) -> None:
+    """N+2 EventSource-like clients that honour retry: no reconnect storm."""
+    cap = 3
+    async with running(settings_for(database_dsn, SSE_MAX_STREAMS_PER_USER=str(cap))) as svc:
+        user = str(uuid.uuid4())
+        connects: list[float] = []
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+
+        async def event_source() -> None:
+            retry = 0.05
+            while not stop.is_set():
+                connects.append(loop.time())
+                c = await SSEClient.open(svc.port, token=token(user))
+                try:
+                    while not stop.is_set():
+                        try:
+                            await c.next_event(timeout=0.1, skip_pings=False)
+                        except TimeoutError:
+                            continue
+                except EOFError:
+                    pass
+                finally:
+                    await c.close()
+                if c.retry is not None:
+                    retry = c.retry / 1000
+                try:
+                    await asyncio.wait_for(stop.wait(), retry)
+                except TimeoutError:
+                    pass
+
+        tasks = [asyncio.create_task(event_source()) for _ in range(cap + 2)]
+        await asyncio.sleep(3)
+        start_settled = loop.time()
+        await asyncio.sleep(2)
+        assert svc.service.hub.streams_of(user) == cap
+        assert [t for t in connects if t >= start_settled] == []  # nobody reconnects
+        assert len(connects) == cap + 2
+        stop.set()
+        await asyncio.gather(*tasks)
+
+
+async def test_global_cap_is_503_with_retry_after(database_dsn: str) -> None:
+    async with running(settings_for(database_dsn, SSE_MAX_STREAMS="2")) as svc:
+        clients = [await SSEClient.open(svc.port, token=token(str(uuid.uuid4())))
+                   for _ in range(2)]
+        await svc.wait_streams(2)
+        resp = await request(svc.port, STREAM, token=token(str(uuid.uuid4())))
+        assert resp.status == 503
+        assert int(resp.headers["retry-after"]) > 0
+        assert resp.json["error"] == "over_capacity"
+        for c in clients:
+            await c.close()
+
+
+async def test_stream_closes_at_token_expiry(service: Running) -> None:
+    c = await SSEClient.open(service.port, token=token(str(uuid.uuid4()), ttl=1.5))
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    events = await c.wait_eof(timeout=5)
+    assert [e.event for e in events if e.event != "sync:ping"] == ["auth:expired"]
+    assert events[-1].json == {"reason": "token_expired"}
+    assert 0.4 < loop.time() - t0 < 3.5
+    assert service.service.stats.streams_closed["token_expired"] >= 1
+    await c.close()
+
+
+async def test_graceful_shutdown_tells_clients_to_come_back_soon(database_dsn: str,
+                                                                 db: Any) -> None:
+    settings = settings_for(database_dsn, SSE_SHUTDOWN_RETRY_MS="400")
+    svc = await __import__("tests.harness", fromlist=["start"]).start(settings)
+    await svc.wait_listening()
+    user = str(uuid.uuid4())
+    clients = [await SSEClient.open(svc.port, token=token(user)) for _ in range(3)]
+    await svc.wait_streams(3)
+    await notify(db, user, 1)
+    for c in clients:
+        assert await next_n(c, 1) == [1]
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    await svc.stop()
+    assert loop.time() - t0 < 3
+    for c in clients:
+        await c.wait_eof(timeout=2)  # a clean end of the chunked body
+        assert c.retry is not None and 200 <= c.retry <= 600
+        assert "server restarting" in c.comments
+        await c.close()

@@ -1,0 +1,112 @@
+"""Event encoding and notification parsing: the pure core, no server needed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sse_service.events import Event, dumps, encode, frame
+from sse_service.notification import InvalidNotification, parse
+
+
+def test_event_is_encoded_once_in_both_framings() -> None:
+    ev = Event("42", "items:updated", dumps({"id": "a", "wishlist_id": "b"}))
+    assert ev.wire == b'id: 42\nevent: items:updated\ndata: {"id":"a","wishlist_id":"b"}\n\n'
+    assert ev.chunk == b"%x\r\n" % len(ev.wire) + ev.wire + b"\r\n"
+    assert ev.framed(True) is ev.chunk and ev.framed(False) is ev.wire
+
+
+def test_frame() -> None:
+    assert frame(b"abc", False) == b"abc"
+    assert frame(b"x" * 26, True) == b"1a\r\n" + b"x" * 26 + b"\r\n"
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"name": "items:updated\ndata: evil"},
+    {"name": "a\rb"},
+    {"name": ""},
+    {"name": "x" * 65},
+    {"id": "1\nevent: x"},
+    {"id": "1\x00"},
+    {"data": "one\ntwo"},
+    {"comment": "a\nb"},
+])
+def test_encode_refuses_field_injection(kwargs: dict[str, str]) -> None:
+    with pytest.raises(ValueError):
+        encode(**kwargs)  # type: ignore[arg-type]
+
+
+def test_data_with_line_breaks_stays_one_line() -> None:
+    data = dumps({"title": "a\nevent: evil\r\n\r\ndata: x", "u": "\u2028"})
+    block = encode(name="items:resolved", data=data)
+    assert block.count(b"\n") == 3  # event, data, blank line
+    assert json.loads(block.split(b"data: ", 1)[1].rstrip(b"\n")) == {
+        "title": "a\nevent: evil\r\n\r\ndata: x", "u": "\u2028"}
+
+
+def good(**over: object) -> str:
+    obj: dict[str, object] = {"event": "items:updated", "users": ["u1"], "data": {"id": "i"}}
+    obj.update(over)
+    return json.dumps(obj)
+
+
+def test_parse_valid_payload() -> None:
+    note = parse(good(id=7, ts=1.5, users=["u1", "u2", "u1"]))
+    assert note.event == "items:updated"
+    assert note.users == ("u1", "u2")  # deduplicated, order kept
+    assert note.data == '{"id":"i"}'
+    assert note.id == "7" and note.sent_at == 1.5
+
+
+def test_parse_manual_psql_example() -> None:
+    payload = ('{"event":"items:resolved","users":["0b5e9c3e-1111-4b6a-9a57-4b2f7f0e8c11"],'
+               '"data":{"id":"x","wishlist_id":"y","status":"resolved","title":"iPhone 15"}}')
+    note = parse(payload)
+    assert note.id is None and note.users == ("0b5e9c3e-1111-4b6a-9a57-4b2f7f0e8c11",)
+
+
+@pytest.mark.parametrize(("payload", "reason"), [
+    ("not json", "not_json"),
+    ("", "not_json"),
+    ("[" * 5000 + "]" * 5000, "too_large"),
+    ("[" * 3000 + "]" * 3000, "not_json"),
+    ('{"event": NaN}', "not_json"),
+    ("[1, 2]", "not_object"),
+    ('"text"', "not_object"),
+    ("null", "not_object"),
+    (good(event=None), "bad_event"),
+    (json.dumps({"users": ["u"], "data": {}}), "bad_event"),
+    (good(event=5), "bad_event"),
+    (good(event="items:updated\ndata: {}"), "bad_event"),
+    (good(event="items:updated\r\nid: 9"), "bad_event"),
+    (good(event="a b"), "bad_event"),
+    (good(event=""), "bad_event"),
+    (json.dumps({"event": "x", "data": {}}), "bad_users"),
+    (good(users=[]), "bad_users"),
+    (good(users="u1"), "bad_users"),
+    (good(users=[1]), "bad_users"),
+    (good(users=[None]), "bad_users"),
+    (good(users=[["u1"]]), "bad_users"),
+    (good(users=[""]), "bad_users"),
+    (good(users=["x" * 129]), "bad_users"),
+    (json.dumps({"event": "x", "users": ["u"]}), "bad_data"),
+    (good(data="text"), "bad_data"),
+    (good(data=[1]), "bad_data"),
+    (good(data=None), "bad_data"),
+    (good(id=-1), "bad_id"),
+    (good(id=True), "bad_id"),
+    (good(id="1\n2"), "bad_id"),
+    (good(id=1.5), "bad_id"),
+    (good(id={"a": 1}), "bad_id"),
+    ("x" * 8001, "too_large"),
+])
+def test_parse_rejects_hostile_payloads(payload: str, reason: str) -> None:
+    with pytest.raises(InvalidNotification) as info:
+        parse(payload)
+    assert info.value.reason == reason
+
+
+def test_bad_ts_is_ignored_not_fatal() -> None:
+    assert parse(good(ts="yesterday")).sent_at is None
+    assert parse(good(ts=True)).sent_at is None

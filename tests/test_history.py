@@ -1,0 +1,81 @@
+"""Resume decisions of the history window: exact replay or an explicit reset."""
+
+from __future__ import annotations
+
+from sse_service.events import Event, dumps
+from sse_service.history import History, Reset
+
+
+def ev(i: int) -> Event:
+    return Event(str(i), "items:updated", dumps({"n": i}))
+
+
+def test_resume_replays_only_the_users_missed_events() -> None:
+    h = History(window=100, per_user=10, max_age=60)
+    h.record(ev(1), ["a", "b"], 0)
+    h.record(ev(2), ["b"], 0)
+    h.record(ev(3), ["a"], 0)
+    h.record(ev(4), ["a", "b"], 0)
+    assert [e.id for e in h.resume("a", "1")] == ["3", "4"]  # type: ignore[union-attr]
+    assert [e.id for e in h.resume("b", "1")] == ["2", "4"]  # type: ignore[union-attr]
+    assert h.resume("a", "4") == []
+    # A resume point may be any notification's id, not only the user's own.
+    assert [e.id for e in h.resume("a", "2")] == ["3", "4"]  # type: ignore[union-attr]
+    assert h.resume("c", "1") == []
+
+
+def test_unknown_id_resets() -> None:
+    h = History(window=100, per_user=10, max_age=60)
+    h.record(ev(1), ["a"], 0)
+    assert h.resume("a", "999") == Reset("unknown_last_event_id")
+
+
+def test_window_eviction_resets() -> None:
+    h = History(window=3, per_user=10, max_age=60)
+    for i in range(1, 6):
+        h.record(ev(i), ["a"], 0)
+    assert h.resume("a", "1") == Reset("unknown_last_event_id")
+    assert h.resume("a", "2") == Reset("unknown_last_event_id")
+    assert [e.id for e in h.resume("a", "3")] == ["4", "5"]  # type: ignore[union-attr]
+
+
+def test_per_user_truncation_resets_instead_of_skipping() -> None:
+    h = History(window=100, per_user=2, max_age=60)
+    h.record(ev(1), ["a"], 0)
+    h.record(ev(2), ["a"], 0)
+    h.record(ev(3), ["a"], 0)
+    h.record(ev(4), ["a"], 0)
+    assert h.resume("a", "1") == Reset("history_truncated")
+    # Id 2 was dropped from the user's list, but nothing after it was: exact.
+    assert [e.id for e in h.resume("a", "2")] == ["3", "4"]  # type: ignore[union-attr]
+
+
+def test_age_expiry() -> None:
+    h = History(window=100, per_user=10, max_age=10)
+    h.record(ev(1), ["a"], 0)
+    h.record(ev(2), ["a"], 5)
+    h.expire(12)
+    assert h.resume("a", "1") == Reset("unknown_last_event_id")
+    assert h.resume("a", "2") == []
+    h.expire(100)
+    assert len(h) == 0
+    assert h.resume("a", "2") == Reset("unknown_last_event_id")
+
+
+def test_clear_after_a_gap_makes_every_old_id_reset() -> None:
+    h = History(window=100, per_user=10, max_age=60)
+    h.record(ev(1), ["a"], 0)
+    h.clear()
+    h.mark("i-e2", 0)
+    h.record(ev(2), ["a"], 0)
+    assert h.resume("a", "1") == Reset("unknown_last_event_id")
+    assert [e.id for e in h.resume("a", "i-e2")] == ["2"]  # type: ignore[union-attr]
+    assert h.newest_id == "2"
+
+
+def test_expire_drops_idle_users() -> None:
+    h = History(window=100, per_user=10, max_age=10)
+    for i in range(50):
+        h.record(ev(i), [f"user{i}"], 0)
+    h.expire(20)
+    assert h._users == {}
