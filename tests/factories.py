@@ -31,7 +31,7 @@ async def item(conn: Conn, wishlist_id: str, title: str = "Teapot", **cols: Any)
     values = [iid, uuid.UUID(wishlist_id), title, *cols.values()]
     placeholders = ", ".join(f"${i}" for i in range(1, len(values) + 1))
     await conn.execute(
-        f"INSERT INTO items ({', '.join(names)}) VALUES ({placeholders})", *values  # noqa: S608
+        f"INSERT INTO items ({', '.join(names)}) VALUES ({placeholders})", *values
     )
     return str(iid)
 

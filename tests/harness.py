@@ -91,3 +91,40 @@ async def running(settings: Settings, *, wait: bool = True) -> AsyncIterator[Run
         yield svc
     finally:
         await svc.stop()
+
+
+def service_env(settings_env: dict[str, str]) -> dict[str, str]:
+    """Environment for ``python -m sse_service`` in a subprocess."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SSE_")}
+    env.update(settings_env)
+    return env
+
+
+def base_env(dsn: str, port: int, **extra: str) -> dict[str, str]:
+    env = {
+        "SSE_DATABASE_URL": dsn,
+        "SSE_JWT_KEY": JWT_KEY,
+        "SSE_HOST": "127.0.0.1",
+        "SSE_PORT": str(port),
+        "SSE_LISTEN_PROBE_INTERVAL": "0.5",
+        "SSE_LISTEN_PROBE_TIMEOUT": "1",
+        "SSE_LISTEN_BACKOFF_MAX": "0.5",
+    }
+    env.update(extra)
+    return env
+
+
+async def wait_ready(port: int, timeout: float = 15.0) -> None:
+    """Until ``/readyz`` of a service on ``port`` answers 200."""
+    from tests.sseclient import request
+
+    async with asyncio.timeout(timeout):
+        while True:
+            try:
+                if (await request(port, "/readyz")).status == 200:
+                    return
+            except OSError:
+                pass
+            await asyncio.sleep(0.05)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Running, running, settings_for, token
+from tests.harness import Running, running, settings_for, start, token
 from tests.sseclient import SSEClient, request
 
 STREAM = "/api/v1/events/stream"
@@ -262,7 +262,7 @@ async def test_stream_closes_at_token_expiry(service: Running) -> None:
 async def test_graceful_shutdown_tells_clients_to_come_back_soon(database_dsn: str,
                                                                  db: Any) -> None:
     settings = settings_for(database_dsn, SSE_SHUTDOWN_RETRY_MS="400")
-    svc = await __import__("tests.harness", fromlist=["start"]).start(settings)
+    svc = await start(settings)
     await svc.wait_listening()
     user = str(uuid.uuid4())
     clients = [await SSEClient.open(svc.port, token=token(user)) for _ in range(3)]
