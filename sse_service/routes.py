@@ -44,3 +44,7 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/api/v1/events/status", status, allow_head=False)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    if app[SERVICE].settings.metrics_enabled:
+        from sse_service import metrics  # prometheus_client only when it is used
+
+        metrics.setup(app)

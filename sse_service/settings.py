@@ -7,6 +7,7 @@ Every problem is reported as a :class:`ConfigError` naming the variable.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -105,7 +106,7 @@ class Settings:
             send_timeout=r.get("SEND_TIMEOUT", _float_range(1, 3600), 60.0),
             backlog=r.get("BACKLOG", _int_range(1, 1_000_000), 2048),
             metrics_enabled=r.get("METRICS_ENABLED", _bool, True),
-            metrics_allow=r.get("METRICS_ALLOW", _csv, ("127.0.0.1", "::1")),
+            metrics_allow=r.get("METRICS_ALLOW", _networks, ("127.0.0.1", "::1")),
             log_level=r.get("LOG_LEVEL", _log_level, "INFO"),
         )
         if set(algorithms) & _ASYMMETRIC and not jwt.algorithms.has_crypto:
@@ -180,6 +181,16 @@ def _bool(raw: str) -> bool:
 
 def _csv(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _networks(raw: str) -> tuple[str, ...]:
+    entries = _csv(raw)
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ValueError(f"expected IP addresses or networks, got {entry!r}") from None
+    return entries
 
 
 def _nonempty(raw: str) -> str:
