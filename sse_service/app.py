@@ -43,8 +43,8 @@ def create_app(settings: Settings, *, exit_on_crash: bool = False) -> web.Applic
 async def _background(app: web.Application) -> AsyncIterator[None]:
     """Run the dispatcher, the listener and the keepalive while the app runs."""
     service = app[SERVICE]
+    service.dispatcher.start()
     tasks = [
-        asyncio.create_task(service.dispatcher.run(), name="sse-dispatcher"),
         asyncio.create_task(service.listener.run(), name="sse-listener"),
         asyncio.create_task(_housekeeping(service), name="sse-housekeeping"),
     ]
@@ -67,6 +67,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        service.dispatcher.stop()
 
 
 async def _housekeeping(service: Service) -> None:

@@ -1,8 +1,11 @@
 """From the LISTEN callback to the hub: a bounded inbox and its consumer.
 
 asyncpg calls :meth:`Dispatcher.notify` synchronously for every notification;
-it only appends to a bounded deque. One task drains the deque: it parses
-each payload, records the event in the history and fans it out. Changes of
+it only appends to a bounded deque and, if none is pending, schedules one
+drain with ``loop.call_soon``. The drain parses each payload, records the
+event in the history and fans it out, a batch at a time, rescheduling itself
+while work remains (a plain callback is cheaper to wake than a task waiting on
+an event, which matters at thousands of notifications a second). Changes of
 the LISTEN connection's state travel through the same deque, so they take
 effect exactly between the notifications received before and after them.
 
@@ -28,7 +31,7 @@ from sse_service.stats import Stats
 log = logging.getLogger("sse_service.dispatch")
 
 _NOTIFY, _UP, _DOWN = 0, 1, 2
-_BATCH = 256  # items handled before giving other tasks a turn
+_BATCH = 256  # items handled before giving other callbacks a turn
 
 
 class Dispatcher:
@@ -40,7 +43,8 @@ class Dispatcher:
         self.stats = stats
         self._size = size
         self._inbox: deque[tuple[int, str, float]] = deque()
-        self._wakeup = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._scheduled = False
         self._instance = "i" + secrets.token_hex(4)  # ids this process makes up
         self._local_seq = 0
         self._epoch = 0
@@ -57,17 +61,17 @@ class Dispatcher:
             inbox.append((_UP, "inbox_overflow", 0.0))
         else:
             inbox.append((_NOTIFY, payload, time.monotonic()))
-        self._wakeup.set()
+        self._wake()
 
     def listen_up(self) -> None:
         """The LISTEN connection is (again) receiving notifications."""
         self._inbox.append((_UP, "listen_reconnected", 0.0))
-        self._wakeup.set()
+        self._wake()
 
     def listen_down(self, reason: str) -> None:
         """The LISTEN connection is gone; what follows is a gap."""
         self._inbox.append((_DOWN, reason, 0.0))
-        self._wakeup.set()
+        self._wake()
 
     @property
     def backlog(self) -> int:
@@ -75,28 +79,41 @@ class Dispatcher:
 
     # -- consumer ----------------------------------------------------------------
 
-    async def run(self) -> None:
-        """Drain the inbox forever. One bad item never stops the loop."""
+    def start(self) -> None:
+        """Begin draining on the running loop (and drain what arrived before)."""
+        self._loop = asyncio.get_running_loop()
+        self._scheduled = False
+        self._wake()
+
+    def stop(self) -> None:
+        """Stop draining; what is still queued is dropped with the process."""
+        self._loop = None
+
+    def _wake(self) -> None:
+        if not self._scheduled and self._loop is not None:
+            self._scheduled = True
+            self._loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        """Handle up to a batch of items; reschedule while more remain."""
+        self._scheduled = False
         inbox = self._inbox
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            handled = 0
-            while inbox:
-                kind, value, received = inbox.popleft()
-                try:
-                    if kind == _NOTIFY:
-                        self._handle(value, received)
-                    elif kind == _UP:
-                        self._handle_up(value)
-                    else:
-                        self._handle_down(value)
-                except Exception:
-                    log.exception("internal error while dispatching; item skipped")
-                    self.stats.notifications_rejected["internal_error"] += 1
-                handled += 1
-                if handled % _BATCH == 0:
-                    await asyncio.sleep(0)
+        for _ in range(_BATCH):
+            if not inbox:
+                return
+            kind, value, received = inbox.popleft()
+            try:
+                if kind == _NOTIFY:
+                    self._handle(value, received)
+                elif kind == _UP:
+                    self._handle_up(value)
+                else:
+                    self._handle_down(value)
+            except Exception:  # one bad item must never stop the stream of events
+                log.exception("internal error while dispatching; item skipped")
+                self.stats.notifications_rejected["internal_error"] += 1
+        if inbox:
+            self._wake()  # give other callbacks (new streams, pings) a turn first
 
     def _handle(self, payload: str, received: float) -> None:
         stats = self.stats
@@ -112,7 +129,7 @@ class Dispatcher:
         if event_id is None:
             self._local_seq += 1
             event_id = f"{self._instance}-{self._local_seq}"
-        event = Event(event_id, note.event, note.data, received_at=received, sent_at=note.sent_at)
+        event = Event.build(event_id, note.event, note.data, note.sent_at)
         self.history.record(event, note.users, received)
         self.hub.deliver(event, note.users)
         if note.sent_at is not None:

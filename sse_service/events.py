@@ -1,8 +1,11 @@
 """Server-Sent Events on the wire: encode once, frame once, write many times.
 
-An :class:`Event` is immutable and holds its bytes in both framings a stream
-may need: ``wire`` for a close-delimited HTTP/1.0 body and ``chunk`` for an
-HTTP/1.1 chunked body. The hub writes the same object to every recipient.
+An :class:`Event` is an immutable tuple holding its bytes in both framings a
+stream may need: ``wire`` for a close-delimited HTTP/1.0 body and ``chunk``
+for an HTTP/1.1 chunked body. The hub writes the same object to every
+recipient. (A tuple of strings and bytes, unlike an instance of a class, is
+untracked by Python's cycle collector, so a history full of events costs the
+garbage collector nothing.)
 
 Field injection is impossible by construction: names and ids are checked
 against a strict alphabet, and ``data`` is compact JSON, whose encoder escapes
@@ -11,20 +14,24 @@ every CR and LF inside strings, so it is always exactly one ``data:`` line.
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
+
+import orjson
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")
 ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")
 
-_compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+def dumps_bytes(data: Any) -> bytes:
+    """Compact UTF-8 JSON for a ``data:`` line (no raw line breaks by construction)."""
+    return orjson.dumps(data)
 
 
 def dumps(data: Any) -> str:
-    """Compact JSON for a ``data:`` line (no raw line breaks by construction)."""
-    return _compact(data)
+    """:func:`dumps_bytes` as text, for the service's own control events."""
+    return orjson.dumps(data).decode("utf-8")
 
 
 def frame(payload: bytes, chunked: bool) -> bytes:
@@ -60,26 +67,24 @@ def encode(*, name: str | None = None, data: str | None = None, id: str | None =
     return "".join(parts).encode("utf-8")
 
 
-class Event:
+class Event(NamedTuple):
     """A named event with a JSON payload and an id, encoded once."""
 
-    __slots__ = ("chunk", "data", "id", "name", "received_at", "sent_at", "wire")
+    id: str
+    name: str
+    wire: bytes  # the SSE block
+    chunk: bytes  # the same, framed as one HTTP/1.1 chunk
+    sent_at: float | None = None  # epoch seconds the sender stamped, if any
 
-    def __init__(self, id: str, name: str, data: str, *,
-                 received_at: float = 0.0, sent_at: float | None = None) -> None:
-        self.id = id
-        self.name = name
-        self.data = data
-        self.wire = encode(id=id, name=name, data=data)
-        self.chunk = frame(self.wire, True)
-        self.received_at = received_at  # loop.time() when the notification arrived
-        self.sent_at = sent_at  # wall-clock time the trigger fired, if the payload says
+    @classmethod
+    def build(cls, id: str, name: str, data: bytes, sent_at: float | None = None) -> Event:
+        """Encode an event whose ``id`` and ``name`` match :data:`ID_RE`/:data:`NAME_RE`
+        and whose ``data`` is compact JSON (the caller has checked all three)."""
+        wire = b"id: %b\nevent: %b\ndata: %b\n\n" % (id.encode(), name.encode(), data)
+        return cls(id, name, wire, b"%x\r\n%b\r\n" % (len(wire), wire), sent_at)
 
     def framed(self, chunked: bool) -> bytes:
         return self.chunk if chunked else self.wire
-
-    def __repr__(self) -> str:
-        return f"Event(id={self.id!r}, name={self.name!r})"
 
 
 def utc_timestamp() -> str:

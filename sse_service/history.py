@@ -29,14 +29,6 @@ class Reset:
     reason: str
 
 
-class _UserLog:
-    __slots__ = ("dropped_upto", "events")
-
-    def __init__(self, size: int) -> None:
-        self.events: deque[tuple[int, Event]] = deque(maxlen=size or None)
-        self.dropped_upto = 0  # highest position this log has forgotten
-
-
 class History:
     """The bounded window of recent notifications and each user's events."""
 
@@ -47,7 +39,10 @@ class History:
         self._pos = 0
         self._order: deque[tuple[int, str, float]] = deque()  # (position, id, loop time)
         self._index: dict[str, int] = {}
-        self._users: dict[str, _UserLog] = {}
+        # Each user's recent events as (position, SSE block); a full deque drops its
+        # oldest on append. Plain tuples of an int and bytes: the cycle collector
+        # stops tracking them, so a full history adds nothing to its pauses.
+        self._users: dict[str, deque[tuple[int, bytes]]] = {}
 
     @property
     def newest_id(self) -> str | None:
@@ -65,16 +60,13 @@ class History:
         self._index[event.id] = pos
         if len(self._order) > self._window:
             self._forget_oldest()
-        if self._per_user == 0:
-            return
         logs = self._users
+        entry = (pos, event.wire)  # one tuple shared by all recipients
         for user in users:
             log = logs.get(user)
             if log is None:
-                log = logs[user] = _UserLog(self._per_user)
-            elif len(log.events) == self._per_user:
-                log.dropped_upto = log.events[0][0]
-            log.events.append((pos, event))
+                log = logs[user] = deque(maxlen=self._per_user)
+            log.append(entry)
 
     def mark(self, marker_id: str, now: float) -> None:
         """Record a resume point that carries no event (start of an epoch)."""
@@ -90,21 +82,24 @@ class History:
         self._index.clear()
         self._users.clear()
 
-    def resume(self, user: str, last_id: str) -> list[Event] | Reset:
-        """The events ``user`` missed after ``last_id``, or why that is unknowable."""
+    def resume(self, user: str, last_id: str) -> list[bytes] | Reset:
+        """The SSE blocks of the events ``user`` missed after ``last_id``, or why
+        that is unknowable."""
         pos = self._index.get(last_id)
         if pos is None:
             return Reset("unknown_last_event_id")
         log = self._users.get(user)
-        if log is None:
+        if not log:
             return []
-        if log.dropped_upto > pos:
+        if len(log) == log.maxlen and log[0][0] > pos:
+            # The list is full and starts after the resume point: it may have
+            # dropped some of the user's events in between.
             return Reset("history_truncated")
-        missed: list[Event] = []
-        for event_pos, event in reversed(log.events):
+        missed: list[bytes] = []
+        for event_pos, wire in reversed(log):
             if event_pos <= pos:
                 break
-            missed.append(event)
+            missed.append(wire)
         missed.reverse()
         return missed
 
@@ -123,10 +118,9 @@ class History:
             del self._index[old_id]
 
 
-def _prune(log: _UserLog, start: int) -> bool:
-    """Drop entries before the window ``start``; True if the log can go."""
-    events = log.events
-    while events and events[0][0] < start:
-        events.popleft()
-    # Forgotten entries older than the window no longer matter: no id that old resolves.
-    return not events and log.dropped_upto < start
+def _prune(log: deque[tuple[int, bytes]], start: int) -> bool:
+    """Drop entries before the window ``start``; True if nothing is left."""
+    while log and log[0][0] < start:
+        log.popleft()
+    # What the window no longer holds cannot be resumed from anyway.
+    return not log

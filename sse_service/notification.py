@@ -10,11 +10,11 @@ for the metrics and logs, and never reaches a stream.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import Any
 
-from sse_service.events import ID_RE, NAME_RE, dumps
+import orjson
+
+from sse_service.events import ID_RE, NAME_RE, dumps_bytes
 
 MAX_PAYLOAD_BYTES = 8000
 MAX_USER_ID_LENGTH = 128
@@ -33,13 +33,9 @@ class InvalidNotification(ValueError):
 class Notification:
     event: str
     users: tuple[str, ...]
-    data: str  # compact JSON, safe for one data: line
+    data: bytes  # compact UTF-8 JSON, safe for one data: line
     id: str | None = None
     sent_at: float | None = None
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
 
 
 def parse(payload: str) -> Notification:
@@ -47,8 +43,8 @@ def parse(payload: str) -> Notification:
     if len(payload) > MAX_PAYLOAD_BYTES:  # characters ≤ bytes, so this is cheap and safe
         raise InvalidNotification("too_large", f"{len(payload)} characters")
     try:
-        obj = json.loads(payload, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:
+        obj = orjson.loads(payload)  # strict JSON: no NaN, depth-limited
+    except orjson.JSONDecodeError as exc:
         raise InvalidNotification("not_json", str(exc)[:80]) from None
     if not isinstance(obj, dict):
         raise InvalidNotification("not_object", f"got {type(obj).__name__}")
@@ -85,7 +81,7 @@ def parse(payload: str) -> Notification:
     return Notification(
         event=event,
         users=tuple(dict.fromkeys(users)),  # one delivery per user, order kept
-        data=dumps(data),
+        data=dumps_bytes(data),
         id=event_id,
         sent_at=sent_at,
     )

@@ -94,7 +94,7 @@ class Settings:
             max_streams=r.get("MAX_STREAMS", _int_range(1, 10_000_000), 20_000),
             max_streams_per_user=r.get("MAX_STREAMS_PER_USER", _int_range(1, 10_000), 10),
             stream_buffer_bytes=r.get("STREAM_BUFFER_BYTES", _int_range(1024, 1 << 30), 256 * 1024),
-            replay_per_user=r.get("REPLAY_PER_USER", _int_range(0, 1_000_000), 256),
+            replay_per_user=r.get("REPLAY_PER_USER", _int_range(1, 1_000_000), 256),
             replay_window=r.get("REPLAY_WINDOW", _int_range(1, 10_000_000), 10_000),
             replay_max_age=r.get("REPLAY_MAX_AGE", _float_range(0, 86_400), 300.0),
             inbox_size=r.get("INBOX_SIZE", _int_range(1, 10_000_000), 10_000),

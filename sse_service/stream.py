@@ -20,8 +20,9 @@ from sse_service.state import SERVICE, Service
 from sse_service.subscriber import Subscriber
 
 # aiohttp-sse's own ping is replaced by the hub's ``sync:ping`` (one encoding for
-# all streams); its ping task then only marks the stream's lifetime.
-_NO_PING = 10 * 365 * 24 * 3600.0
+# all streams), and its ping task is stopped right after the headers are sent:
+# one task less per idle stream.
+_NO_PING = 24 * 3600.0
 
 
 async def stream(request: web.Request) -> web.StreamResponse:
@@ -36,6 +37,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
 
     response = EventSourceResponse(ping_interval=_NO_PING, send_timeout=settings.send_timeout)
     writer = await response.prepare(request)
+    response.stop_streaming()
     transport = request.transport
     if transport is None or writer is None:  # the client left while we answered
         return response
@@ -44,8 +46,6 @@ async def stream(request: web.Request) -> web.StreamResponse:
         principal.user_id, transport,
         chunked=bool(getattr(writer, "chunked", False)),
         max_buffer=settings.stream_buffer_bytes,
-        opened_at=time.monotonic(),
-        on_close=lambda _sub: response.stop_streaming(),
     )
     hub.attach(sub, last_event_id)
     loop = asyncio.get_running_loop()
@@ -53,7 +53,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
         max(0.0, principal.expires_at - time.time()), _expire, sub
     )
     try:
-        await response.wait()
+        await sub.done
     finally:
         if not sub.closed:
             sub.close("disconnected")

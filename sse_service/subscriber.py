@@ -10,7 +10,6 @@ reader can cost neither memory nor the other streams' latency.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 from sse_service.events import frame
 
@@ -18,27 +17,29 @@ from sse_service.events import frame
 class Subscriber:
     """A registered stream of one user. Created and owned by the stream handler."""
 
-    __slots__ = ("_on_close", "_transport", "chunked", "close_reason", "closed",
-                 "expiry", "max_buffer", "opened_at", "user")
+    __slots__ = ("chunked", "close_reason", "closed", "done", "expiry", "max_buffer",
+                 "transport", "user")
 
     def __init__(self, user: str, transport: asyncio.Transport, *, chunked: bool,
-                 max_buffer: int, opened_at: float,
-                 on_close: Callable[[Subscriber], None]) -> None:
+                 max_buffer: int) -> None:
         self.user = user
-        self._transport = transport
+        self.transport = transport
         self.chunked = chunked
         self.max_buffer = max_buffer
-        self.opened_at = opened_at
-        self._on_close = on_close  # wakes the handler, which then unregisters
         self.closed = False
         self.close_reason: str | None = None
+        # Resolved by close(); the stream's handler awaits it, then unregisters.
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.expiry: asyncio.TimerHandle | None = None
 
     def write(self, framed: bytes) -> bool:
-        """Queue already-framed bytes; False (and closed) if the stream is gone or stuck."""
+        """Queue already-framed bytes; False (and closed) if the stream is gone or stuck.
+
+        :meth:`Hub.deliver` inlines this for the fan-out; keep the two alike.
+        """
         if self.closed:
             return False
-        transport = self._transport
+        transport = self.transport
         if transport.is_closing():
             self.close("disconnected")
             return False
@@ -56,17 +57,14 @@ class Subscriber:
         """End the stream, optionally after one last SSE block. Idempotent."""
         if self.closed:
             return
-        if final is not None and not self._transport.is_closing():
-            self._transport.write(frame(final, self.chunked))
+        if final is not None and not self.transport.is_closing():
+            self.transport.write(frame(final, self.chunked))
         self.closed = True
         self.close_reason = reason
         if self.expiry is not None:
             self.expiry.cancel()
             self.expiry = None
         if abort:
-            self._transport.abort()
-        self._on_close(self)
-
-    @property
-    def buffered(self) -> int:
-        return self._transport.get_write_buffer_size()
+            self.transport.abort()
+        if not self.done.done():
+            self.done.set_result(None)

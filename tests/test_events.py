@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from sse_service.events import Event, dumps, encode, frame
+from sse_service.events import Event, dumps, dumps_bytes, encode, frame
 from sse_service.notification import InvalidNotification, parse
 
 
 def test_event_is_encoded_once_in_both_framings() -> None:
-    ev = Event("42", "items:updated", dumps({"id": "a", "wishlist_id": "b"}))
+    ev = Event.build("42", "items:updated", dumps_bytes({"id": "a", "wishlist_id": "b"}))
     assert ev.wire == b'id: 42\nevent: items:updated\ndata: {"id":"a","wishlist_id":"b"}\n\n'
     assert ev.chunk == b"%x\r\n" % len(ev.wire) + ev.wire + b"\r\n"
     assert ev.framed(True) is ev.chunk and ev.framed(False) is ev.wire
@@ -55,7 +55,7 @@ def test_parse_valid_payload() -> None:
     note = parse(good(id=7, ts=1.5, users=["u1", "u2", "u1"]))
     assert note.event == "items:updated"
     assert note.users == ("u1", "u2")  # deduplicated, order kept
-    assert note.data == '{"id":"i"}'
+    assert note.data == b'{"id":"i"}'
     assert note.id == "7" and note.sent_at == 1.5
 
 
@@ -70,7 +70,7 @@ def test_parse_manual_psql_example() -> None:
     ("not json", "not_json"),
     ("", "not_json"),
     ("[" * 5000 + "]" * 5000, "too_large"),
-    ("[" * 3000 + "]" * 3000, "not_json"),
+    ("[" * 3000 + "]" * 3000, "not_json"),  # deeper than the parser allows
     ('{"event": NaN}', "not_json"),
     ("[1, 2]", "not_object"),
     ('"text"', "not_object"),
