@@ -45,6 +45,7 @@ class Dispatcher:
         self._inbox: deque[tuple[int, str, float]] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scheduled = False
+        self._stamps: list[float] = []  # "ts" of the notifications in this batch
         self._instance = "i" + secrets.token_hex(4)  # ids this process makes up
         self._local_seq = 0
         self._epoch = 0
@@ -95,8 +96,22 @@ class Dispatcher:
             self._loop.call_soon(self._drain)
 
     def _drain(self) -> None:
-        """Handle up to a batch of items; reschedule while more remain."""
+        """Handle up to a batch of items, write them out, reschedule while more remain."""
         self._scheduled = False
+        try:
+            self._handle_batch()
+        finally:
+            self.hub.flush()
+            if self._stamps:  # latency up to the write, which happens at the flush
+                now = time.time()
+                observe = self.stats.latency.observe
+                for sent_at in self._stamps:
+                    observe(max(0.0, now - sent_at))
+                self._stamps.clear()
+        if self._inbox:
+            self._wake()  # give other callbacks (new streams, pings) a turn first
+
+    def _handle_batch(self) -> None:
         inbox = self._inbox
         for _ in range(_BATCH):
             if not inbox:
@@ -112,8 +127,6 @@ class Dispatcher:
             except Exception:  # one bad item must never stop the stream of events
                 log.exception("internal error while dispatching; item skipped")
                 self.stats.notifications_rejected["internal_error"] += 1
-        if inbox:
-            self._wake()  # give other callbacks (new streams, pings) a turn first
 
     def _handle(self, payload: str, received: float) -> None:
         stats = self.stats
@@ -133,7 +146,7 @@ class Dispatcher:
         self.history.record(event, note.users, received)
         self.hub.deliver(event, note.users)
         if note.sent_at is not None:
-            stats.latency.observe(max(0.0, time.time() - note.sent_at))
+            self._stamps.append(note.sent_at)
 
     def _handle_up(self, reason: str) -> None:
         # Everything from before is unprovable now; give clients a new resume point.

@@ -49,6 +49,7 @@ class SSEClient:
     retry: int | None = None
     comments: list[str] = field(default_factory=list)
     eof: bool = False
+    chunks: int = 0  # HTTP/1.1 chunks received
     _text: str = ""
     _events: list[SSE] = field(default_factory=list)
 
@@ -134,6 +135,7 @@ class SSEClient:
             if data[-2:] != b"\r\n":
                 raise ValueError("bad chunk framing")
             data = data[:-2]
+            self.chunks += 1
         else:
             data = await self.reader.read(65536)
             if not data:

@@ -61,6 +61,25 @@ async def test_resume_with_last_event_id_header_and_query(service: Running, db: 
         await by_query.close()
 
 
+async def test_a_burst_arrives_complete_in_order_and_coalesced(service: Running,
+                                                                 db: Any) -> None:
+    user, other = str(uuid.uuid4()), str(uuid.uuid4())
+    c = await SSEClient.open(service.port, token=token(user))
+    o = await SSEClient.open(service.port, token=token(other))
+    await service.wait_streams(2)
+    await c.events_within(0.1)
+    chunks_before = c.chunks
+    async with db.transaction():  # delivered together at commit
+        for n in range(200):
+            await notify(db, [user, other] if n % 2 else user, n)
+    assert await next_n(c, 200) == list(range(200))
+    assert await next_n(o, 100) == list(range(1, 200, 2))
+    # Events that arrive together leave in fewer writes than events.
+    assert c.chunks - chunks_before < 200
+    await c.close()
+    await o.close()
+
+
 async def test_a_client_that_saw_no_event_still_resumes(service: Running, db: Any) -> None:
     user = str(uuid.uuid4())
     await notify(db, [str(uuid.uuid4())], 0)  # the service has a newest id now
