@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -19,7 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 import asyncpg
 from aiohttp import web
 
-from sse_service import __version__, logs, sqlinstall
+from sse_service import __version__, logs, sdnotify, sqlinstall
 from sse_service.app import create_app
 from sse_service.events import NAME_RE
 from sse_service.settings import ConfigError, Settings
@@ -47,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("event", help="event name, e.g. items:updated")
     send.add_argument("users", nargs="+", help="recipient user ids")
     send.add_argument("--data", default="{}", help="JSON object for the event's data")
+    from sse_service import bench  # imported here: only the bench needs it
+    bench.add_arguments(sub.add_parser(
+        "bench", help="benchmark: streams, memory, fan-out, latency, trigger cost (JSON out)"))
     return parser
 
 
@@ -57,10 +61,13 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     except ConfigError as exc:
         print(f"sse-service: configuration error: {exc}", file=sys.stderr)
         return EX_CONFIG
+    if args.command == "bench":  # stdout is for its JSON result: no logging set up there
+        from sse_service import bench
+        return bench.main(args, settings)
     logs.setup(settings.log_level)
     command = args.command or "serve"
     if command == "serve":
-        return serve(settings)
+        return serve(settings, env)
     try:
         if command == "install-sql":
             return asyncio.run(_with_db(settings, lambda c: _install(c, settings.channel)))
@@ -86,23 +93,101 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     raise AssertionError(command)  # argparse only lets known commands through
 
 
-def serve(settings: Settings) -> int:
-    app = create_app(settings, exit_on_crash=True)
-    log.info("sse-service %s starting on %s:%d", __version__, settings.host, settings.port)
+def serve(settings: Settings, env: Mapping[str, str] | None = None) -> int:
+    """Run the service until SIGTERM or SIGINT; the process exit code.
+
+    ``env`` (the process environment by default) supplies systemd's
+    ``NOTIFY_SOCKET`` and ``WATCHDOG_USEC``/``WATCHDOG_PID``.
+    """
+    return asyncio.run(_serve(settings, os.environ if env is None else env))
+
+
+async def _serve(settings: Settings, env: Mapping[str, str]) -> int:
+    """Bind, wait for LISTEN, tell systemd READY=1, serve until a signal, drain.
+
+    READY=1 waits for the LISTEN connection so that systemd (and anything
+    ordered after this unit) sees the service active only once it can deliver
+    events; HTTP is served meanwhile and /readyz answers 503 until then.
+    """
+    notifier = sdnotify.Notifier(env)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = (signal.SIGTERM, signal.SIGINT)
+
+    def on_signal(sig: signal.Signals) -> None:
+        if stop.is_set():
+            log.info("%s received again; already stopping", sig.name)
+            return
+        log.info("%s received; stopping", sig.name)
+        stop.set()
+
     try:
-        web.run_app(app, host=settings.host, port=settings.port, backlog=settings.backlog,
-                    shutdown_timeout=settings.shutdown_timeout,
-                    access_log_class=logs.AccessLogger, handler_cancellation=True,
-                    print=None)
-    except OSError as exc:
-        log.error("cannot serve on %s:%d: %s", settings.host, settings.port, exc)
-        return EX_OSERR
-    failures = app[SERVICE].failures
-    if failures:
-        log.error("stopped after an internal error: %s", "; ".join(failures))
+        app = create_app(settings, exit_on_crash=True)
+    except ConfigError as exc:
+        log.error("configuration error: %s", exc)
+        return EX_CONFIG
+    service = app[SERVICE]
+    runner = web.AppRunner(app, handler_cancellation=True, access_log_class=logs.AccessLogger,
+                           shutdown_timeout=settings.shutdown_timeout)
+    watchdog: asyncio.Task[None] | None = None
+    code = EX_OK
+    log.info("sse-service %s starting on %s:%d", __version__, settings.host, settings.port)
+    for sig in signals:
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        await runner.setup()
+        site = web.TCPSite(runner, settings.host, settings.port, backlog=settings.backlog)
+        try:
+            await site.start()
+        except OSError as exc:
+            log.error("cannot serve on %s:%d: %s", settings.host, settings.port, exc)
+            notifier.status(f"cannot serve on {settings.host}:{settings.port}: {exc}")
+            code = EX_OSERR
+        if code == EX_OK:
+            where = ", ".join(_address(a) for a in runner.addresses)
+            log.info("serving on %s; waiting for the LISTEN connection", where)
+            notifier.status(f"serving on {where}; waiting for the LISTEN connection")
+            waits = [asyncio.create_task(service.listener.ready.wait()),
+                     asyncio.create_task(stop.wait())]
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for task in waits:
+                task.cancel()
+            if not stop.is_set():
+                notifier.ready(f"serving on {where}; listening on channel {settings.channel!r}")
+                log.info("ready")
+                watchdog = notifier.start_watchdog(lambda: _status(app))
+                await stop.wait()
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
+        # On a failure keep its STATUS= (what `systemctl status` shows) as it is.
+        notifier.stopping(f"stopping; closing {service.hub.count} streams"
+                          if code == EX_OK else None)
+        await runner.cleanup()
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        notifier.close()
+    if code != EX_OK:
+        return code
+    if service.failures:
+        log.error("stopped after an internal error: %s", "; ".join(service.failures))
         return EX_SOFTWARE
     log.info("stopped")
     return EX_OK
+
+
+def _address(address: object) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(address)
+
+
+def _status(app: web.Application) -> str:
+    """The STATUS= line ``systemctl status`` shows while serving."""
+    service = app[SERVICE]
+    listen = "up" if service.listener.state.connected else "DOWN (reconnecting)"
+    return f"{service.hub.count} streams; LISTEN {listen}"
 
 
 async def _with_db(settings: Settings,

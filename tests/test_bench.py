@@ -1,0 +1,162 @@
+"""``sse-service bench`` end to end, at a tiny scale: real service, real PostgreSQL.
+
+Only the shape of the JSON result and the absence of loss are checked: the
+figures themselves depend on the machine and are never asserted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT, SCHEMA_SQL
+from tests.harness import JWT_KEY, Running
+
+NUMBER = (int, float)
+
+
+def bench_env(dsn: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SSE_")}
+    env.update({"SSE_DATABASE_URL": dsn, "SSE_JWT_KEY": JWT_KEY})
+    return env
+
+
+def run_bench(dsn: str, *args: str) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "sse_service", "bench", *args, "--schema", str(SCHEMA_SQL)],
+        env=bench_env(dsn), cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    result: dict[str, Any] = json.loads(proc.stdout)  # ONE JSON object, nothing else
+    assert isinstance(result, dict)
+    return result
+
+
+def check_machine(result: dict[str, Any]) -> None:
+    machine = result["machine"]
+    assert isinstance(machine["nproc"], int) and machine["nproc"] >= 1
+    assert isinstance(machine["cpu_model"], str | None)
+    assert isinstance(machine["python"], str)
+    assert isinstance(machine["postgres"], str) and machine["postgres"]
+
+
+def check_fanout(result: dict[str, Any], *, streams: int, measured: bool) -> None:
+    assert result["benchmark"] == "fanout"
+    check_machine(result)
+    assert result["parameters"]["streams"] == streams
+    assert result["streams_held"] == streams
+    assert result["streams_failed"] == 0
+    assert result["service_streams"] == streams
+    assert result["notifications_sent"] > 0
+    assert result["expected_deliveries"] > 0
+    assert result["deliveries_received"] == result["expected_deliveries"]
+    assert result["loss_count"] == 0
+    assert result["loss_fraction"] == 0.0
+    assert result["unmatched_events"] == 0
+    assert isinstance(result["deliveries_per_second"], NUMBER)
+    assert result["deliveries_per_second"] > 0
+    latency = result["latency_ms"]
+    for key in ("p50", "p99", "max"):
+        assert isinstance(latency[key], NUMBER)
+    assert latency["p50"] <= latency["p99"] <= latency["max"]
+    assert result["latency_samples"] == result["deliveries_received"]
+    assert isinstance(result["client_cpu_seconds"], NUMBER)
+    assert len(result["client_workers"]) == result["parameters"]["clients"]
+    for key in ("memory_per_idle_stream_bytes", "service_cpu_us_per_delivery",
+                "service_rss_idle_bytes"):
+        if measured:
+            assert isinstance(result[key], NUMBER), key
+        else:
+            assert result[key] is None, key
+    if measured:
+        assert set(result["service_cpu_seconds"]) == {"user", "system", "total"}
+        assert result["service"]["spawned"] is True
+
+
+def test_fanout_notify_spawns_the_service(pg_admin_dsn: str) -> None:
+    result = run_bench(pg_admin_dsn, "fanout", "--streams", "20", "--users", "10",
+                       "--rate", "50", "--duration", "1", "--fanout", "3")
+    check_fanout(result, streams=20, measured=True)
+    assert result["parameters"]["source"] == "notify"
+    assert result["expected_deliveries"] == 50 * 3 * 2  # 2 streams per user
+
+
+def test_fanout_through_the_real_triggers(pg_admin_dsn: str) -> None:
+    result = run_bench(pg_admin_dsn, "fanout", "--streams", "20", "--users", "10",
+                       "--rate", "50", "--duration", "1", "--fanout", "4",
+                       "--source", "triggers", "--connections", "2")
+    check_fanout(result, streams=20, measured=True)
+    assert result["notifications_sent"] == 50
+    assert result["expected_deliveries"] == 50 * 4 * 2
+
+
+async def test_fanout_against_a_running_service(service: Running, database_dsn: str) -> None:
+    """--target: the service is not ours, so no memory or CPU figures without --pid."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sse_service", "bench", "fanout",
+        "--target", f"http://127.0.0.1:{service.port}", "--streams", "6", "--users", "3",
+        "--rate", "40", "--duration", "0.5", "--fanout", "2", "--clients", "1",
+        env=bench_env(database_dsn), cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    async with asyncio.timeout(60):
+        out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    result = json.loads(out)
+    check_fanout(result, streams=6, measured=False)
+    assert result["service"]["spawned"] is False
+    await service.wait_streams(0)  # the bench closed its streams
+
+
+def test_trigger_cost(pg_admin_dsn: str) -> None:
+    result = run_bench(pg_admin_dsn, "triggers", "--viewers", "0,100", "--updates", "200",
+                       "--repeat", "1", "--items", "10")
+    assert result["benchmark"] == "triggers"
+    check_machine(result)
+    assert result["parameters"]["updates"] == 200
+    runs = result["runs"]
+    assert [(r["viewers"], r["triggers"]) for r in runs] == [
+        (0, False), (0, True), (100, False), (100, True)]
+    for run in runs:
+        assert isinstance(run["updates_per_second"], NUMBER) and run["updates_per_second"] > 0
+        # The listener saw one notification per update exactly when the triggers were on.
+        assert run["notifications"] == (200 if run["triggers"] else 0)
+    assert [r["viewers"] for r in result["results"]] == [0, 100]
+    for summary in result["results"]:
+        for key in ("updates_per_second_without_triggers", "updates_per_second_with_triggers",
+                    "ratio", "cost_fraction"):
+            assert isinstance(summary[key], NUMBER), key
+        assert summary["ratio"] > 0
+
+
+def test_bad_usage_is_refused(pg_admin_dsn: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "sse_service", "bench", "fanout", "--streams", "5",
+         "--users", "10"],
+        env=bench_env(pg_admin_dsn), cwd=ROOT, capture_output=True, text=True, timeout=30,
+        check=False)
+    assert proc.returncode != 0
+    assert "--users" in proc.stderr
+    assert proc.stdout == ""
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_databases(pg_admin_dsn: str) -> Any:
+    """Every database the bench created is dropped again."""
+    async def names() -> set[str]:
+        import asyncpg
+        conn = await asyncpg.connect(pg_admin_dsn)
+        try:
+            rows = await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE "
+                                    "'sse\\_bench\\_%'")
+        finally:
+            await conn.close()
+        return {r["datname"] for r in rows}
+
+    before = asyncio.run(names())
+    yield
+    assert asyncio.run(names()) <= before

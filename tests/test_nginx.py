@@ -1,0 +1,331 @@
+"""The shipped nginx site (systemd/nginx-sse-service.conf) in front of the real service.
+
+A real nginx (Debian's /usr/sbin/nginx) runs in the foreground with a temporary
+prefix and a main config that includes the shipped file itself, changed only
+where a test must: the upstream port, a free listen port, a self-signed
+certificate and log paths. Events must pass through unbuffered and
+uncompressed, over HTTP/1.1 and HTTP/2, and no ``?token=`` may reach a log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+import socket
+import ssl
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.harness import Running, token
+
+ROOT = Path(__file__).resolve().parent.parent
+SITE = ROOT / "systemd" / "nginx-sse-service.conf"
+NGINX = Path("/usr/sbin/nginx")
+STREAM = "/api/v1/events/stream"
+
+pytestmark = pytest.mark.skipif(
+    not NGINX.exists(), reason="nginx is not installed (.ci/run installs Debian's nginx)")
+
+
+@dataclass(frozen=True)
+class TLS:
+    cert: Path
+    key: Path
+
+
+@dataclass
+class Nginx:
+    port: int
+    scheme: str
+    logs: Path
+
+    @property
+    def base(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    @property
+    def access_log(self) -> Path:
+        return self.logs / "sse-service.access.log"
+
+    def all_logs(self) -> str:
+        return "".join(p.read_text(errors="replace") for p in sorted(self.logs.glob("*.log")))
+
+    async def access_line(self, path: str, timeout: float = 5.0) -> str:
+        """The access-log line for a request to ``path`` (nginx writes it at the end)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                if self.access_log.exists():
+                    for line in self.access_log.read_text().splitlines():
+                        if f" {path} " in line:
+                            return line
+                await asyncio.sleep(0.05)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TLS | None]:
+    """A self-signed certificate for 127.0.0.1, or None without the openssl tool."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        yield None
+        return
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = d / "cert.pem", d / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=30)
+    yield TLS(cert, key)
+
+
+def site_config(upstream_port: int, listen_port: int, logs: Path, tls: TLS | None) -> str:
+    """The shipped site with the deployment-specific lines pointed at the test's own."""
+    text = SITE.read_text()
+
+    def sub(pattern: str, replacement: str, count: int = 1) -> None:
+        nonlocal text
+        text, n = re.subn(pattern, replacement, text, flags=re.MULTILINE)
+        assert n == count, f"{SITE.name}: expected {count} match(es) of {pattern!r}, got {n}"
+
+    sub(r"^(\s*server\s+)127\.0\.0\.1:8090;", rf"\g<1>127.0.0.1:{upstream_port};")
+    sub(r"^\s*listen \[::\]:443 ssl http2;\n", "")
+    if tls is not None:
+        sub(r"^(\s*listen )443 ssl http2;", rf"\g<1>127.0.0.1:{listen_port} ssl http2;")
+        sub(r"^(\s*ssl_certificate\s+)\S+;", rf"\g<1>{tls.cert};")
+        sub(r"^(\s*ssl_certificate_key\s+)\S+;", rf"\g<1>{tls.key};")
+    else:
+        sub(r"^(\s*listen )443 ssl http2;", rf"\g<1>127.0.0.1:{listen_port};")
+        sub(r"^\s*ssl_certificate(_key)?\s+\S+;\n", "", count=2)
+    sub(r"/var/log/nginx/", f"{logs}/", count=3)
+    return text
+
+
+@asynccontextmanager
+async def nginx(tmp_path: Path, upstream_port: int, tls: TLS | None) -> AsyncIterator[Nginx]:
+    """A foreground nginx running the shipped site, until the block ends."""
+    prefix = tmp_path / "nginx"
+    logs = prefix / "logs"
+    logs.mkdir(parents=True)
+    port = free_port()
+    (prefix / "sse-service.conf").write_text(site_config(upstream_port, port, logs, tls))
+    temp_paths = "\n".join(
+        f"    {kind}_temp_path {prefix}/{kind}_temp;"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    (prefix / "nginx.conf").write_text(f"""
+daemon off;
+master_process off;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {logs}/main.error.log info;
+events {{ worker_connections 256; }}
+http {{
+{temp_paths}
+    default_type application/octet-stream;
+    # As Debian's nginx.conf, and more: compress event streams too, unless the
+    # site's location turns gzip off.
+    gzip on;
+    gzip_min_length 1;
+    gzip_types text/event-stream application/json;
+    # The service sends "X-Accel-Buffering: no"; ignore it, so that the test checks
+    # the site's own proxy_buffering off.
+    proxy_ignore_headers X-Accel-Buffering;
+    include {prefix}/sse-service.conf;
+}}
+""")
+    args = [str(NGINX), "-p", str(prefix), "-c", str(prefix / "nginx.conf"),
+            "-e", str(logs / "startup.error.log")]
+    code, output = await run(*args, "-t")
+    assert code == 0, output
+    proc = await asyncio.create_subprocess_exec(
+        *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    try:
+        async with asyncio.timeout(10):
+            while True:
+                try:
+                    _, writer = await asyncio.open_connection("127.0.0.1", port)
+                except OSError:
+                    if proc.returncode is not None:
+                        stderr = await proc.stderr.read() if proc.stderr else b""
+                        raise AssertionError(f"nginx exited: {stderr.decode()}") from None
+                    await asyncio.sleep(0.02)
+                    continue
+                writer.close()
+                break
+        yield Nginx(port, "https" if tls else "http", logs)
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+async def run(*args: str) -> tuple[int, str]:
+    """Exit code and output (stdout and stderr) of a short command."""
+    proc = await asyncio.create_subprocess_exec(
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(errors="replace")
+
+
+def client_session() -> aiohttp.ClientSession:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(ssl=ctx),
+        timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
+        auto_decompress=False)
+
+
+@asynccontextmanager
+async def open_stream(session: aiohttp.ClientSession, url: str,
+                      **kwargs: Any) -> AsyncIterator[aiohttp.ClientResponse]:
+    """A GET whose connection is dropped at the end, the way a closed tab drops it.
+
+    (Not ``resp.close()``: asyncio's TLS close waits for the peer's close_notify
+    before it sends FIN, and nginx waits for the FIN.)
+    """
+    resp = await asyncio.wait_for(session.get(url, **kwargs), 5)  # a buffering proxy hangs
+    try:
+        yield resp
+    finally:
+        if resp.connection is not None and resp.connection.transport is not None:
+            resp.connection.transport.abort()
+        resp.close()
+
+
+async def notify(db: Any, user: str, data: dict[str, Any]) -> None:
+    payload = json.dumps({"event": "items:updated", "users": [user], "data": data})
+    await db.execute("SELECT pg_notify('sse_events', $1)", payload)
+
+
+async def next_event(lines: AsyncIterator[str], timeout: float) -> tuple[str, str]:
+    """(event, data) of the next non-ping event from an iterator of SSE lines."""
+    async with asyncio.timeout(timeout):
+        event, data = "", ""
+        async for line in lines:
+            if line.startswith("event:"):
+                event = line.partition(":")[2].strip()
+            elif line.startswith("data:"):
+                data = line.partition(":")[2].strip()
+            elif not line and data:
+                if event != "sync:ping":
+                    return event, data
+                event, data = "", ""
+    raise EOFError("stream ended")
+
+
+async def response_lines(resp: aiohttp.ClientResponse) -> AsyncIterator[str]:
+    while True:
+        raw = await resp.content.readline()
+        if not raw:
+            return
+        yield raw.decode().rstrip("\r\n")
+
+
+async def test_events_pass_unbuffered_and_the_token_is_not_logged(
+        tmp_path: Path, tls: TLS | None, service: Running, db: Any) -> None:
+    user = str(uuid.uuid4())
+    secret = token(user)
+    async with nginx(tmp_path, service.port, tls) as proxy, client_session() as session:
+        url = f"{proxy.base}{STREAM}?token={secret}"
+        async with open_stream(session, url, headers={"Accept-Encoding": "gzip, deflate, br",
+                                                      "Accept": "text/event-stream"}) as resp:
+            assert resp.status == 200
+            assert resp.headers["Content-Type"].startswith("text/event-stream")
+            assert "Content-Encoding" not in resp.headers
+            lines = response_lines(resp)
+            # The preamble arrives at once: nothing waits for a buffer to fill.
+            first = await asyncio.wait_for(anext(lines), 2)
+            assert first.startswith("retry:")
+            await service.wait_streams(1)
+            for n in range(3):
+                await notify(db, user, {"id": f"i{n}", "wishlist_id": "w"})
+                event, data = await next_event(lines, timeout=1.0)
+                assert (event, json.loads(data)) == ("items:updated",
+                                                     {"id": f"i{n}", "wishlist_id": "w"})
+        line = await proxy.access_line(STREAM)
+        assert "token" not in line
+        assert secret not in proxy.all_logs()
+        assert f'"GET {STREAM} HTTP/1.1"' in line
+
+
+async def test_http2_towards_the_browser(
+        tmp_path: Path, tls: TLS | None, service: Running, db: Any) -> None:
+    curl = shutil.which("curl")
+    if tls is None or curl is None:
+        pytest.skip("HTTP/2 needs TLS (openssl) and curl")
+    _, version = await run(curl, "-V")
+    if "HTTP2" not in version:
+        pytest.skip("this curl has no HTTP/2 support")
+    user = str(uuid.uuid4())
+    secret = token(user)
+    async with nginx(tmp_path, service.port, tls) as proxy:
+        proc = await asyncio.create_subprocess_exec(
+            curl, "--http2", "-k", "-sS", "-N", "-i", "--max-time", "30",
+            "-H", "Accept: text/event-stream", f"{proxy.base}{STREAM}?token={secret}",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        assert proc.stdout is not None
+        stdout = proc.stdout
+
+        async def lines() -> AsyncIterator[str]:
+            while True:
+                raw = await stdout.readline()
+                if not raw:
+                    return
+                yield raw.decode().rstrip("\r\n")
+
+        try:
+            it = lines()
+            status = await asyncio.wait_for(anext(it), 5)
+            assert status.startswith("HTTP/2 200"), status
+            await service.wait_streams(1)
+            await notify(db, user, {"id": "h2", "wishlist_id": "w"})
+            event, data = await next_event(it, timeout=1.0)
+            assert (event, json.loads(data)) == ("items:updated", {"id": "h2", "wishlist_id": "w"})
+        finally:
+            proc.terminate()
+            await proc.wait()
+        line = await proxy.access_line(STREAM)
+        assert f'"GET {STREAM} HTTP/2.0"' in line
+        assert secret not in proxy.all_logs()
+
+
+async def test_metrics_are_not_public(tmp_path: Path, tls: TLS | None, service: Running) -> None:
+    async with nginx(tmp_path, service.port, tls) as proxy, client_session() as session:
+        async with session.get(f"{proxy.base}/metrics") as resp:
+            assert resp.status == 403
+        async with session.get(f"{proxy.base}/healthz") as resp:
+            assert resp.status == 404  # only /api/v1/events/ reaches the service
+
+
+async def test_upstream_failures_do_not_log_the_token(tmp_path: Path, tls: TLS | None) -> None:
+    """nginx quotes the request line, query included, in its error messages."""
+    secret = token(str(uuid.uuid4()))
+    async with nginx(tmp_path, free_port(), tls) as proxy, client_session() as session:
+        async with open_stream(session, f"{proxy.base}{STREAM}?token={secret}") as resp:
+            assert resp.status == 502
+        line = await proxy.access_line(STREAM)
+        assert " 502 " in line
+        assert secret not in proxy.all_logs()
