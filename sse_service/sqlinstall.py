@@ -7,10 +7,24 @@ tests. Both scripts are idempotent and run in one transaction each.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Protocol
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+
+
+def _sql_dir() -> Path:
+    """``sql/`` of the checkout (source or editable install), else the copy that a
+    regular install puts under ``<prefix>/share/sse-service/sql``."""
+    candidates = (Path(__file__).resolve().parent.parent / "sql",
+                  Path(sys.prefix) / "share" / "sse-service" / "sql")
+    for candidate in candidates:
+        if (candidate / "install.sql").is_file():
+            return candidate
+    return candidates[0]
+
+
+SQL_DIR = _sql_dir()
 INSTALL_SQL = SQL_DIR / "install.sql"
 UNINSTALL_SQL = SQL_DIR / "uninstall.sql"
 
@@ -37,7 +51,7 @@ def _read(path: Path) -> str:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise FileNotFoundError(
-            f"{path} is missing: run sse-service from a checkout of the repository"
+            f"{path} is missing: install sse-service from its repository"
         ) from None
 
 
