@@ -231,9 +231,9 @@ async def check(settings: Settings) -> int:
     conn = await asyncpg.connect(settings.database_url, timeout=settings.listen_connect_timeout)
     try:
         report(True, "database reachable")
-        channel = await conn.fetchval(
-            "SELECT CASE WHEN to_regprocedure('sse.channel()') IS NULL THEN NULL "
-            "ELSE sse.channel() END")
+        channel = None
+        if await conn.fetchval("SELECT to_regprocedure('sse.channel()') IS NOT NULL"):
+            channel = await conn.fetchval("SELECT sse.channel()")
         triggers = await conn.fetchval(
             "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'sse\\_%' AND NOT tgisinternal")
         report(channel is not None and triggers > 0, f"triggers installed ({triggers} found)")

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Protocol
 
 
-
 def _sql_dir() -> Path:
     """``sql/`` of the checkout (source or editable install), else the copy that a
     regular install puts under ``<prefix>/share/sse-service/sql``."""
