@@ -58,8 +58,16 @@ class SSEClient:
     @classmethod
     async def open(cls, port: int, path: str = "/api/v1/events/stream", *,
                    token: str | None = None, headers: dict[str, str] | None = None,
-                   version: str = "1.1", host: str = "127.0.0.1") -> SSEClient:
-        reader, writer = await asyncio.open_connection(host, port)
+                   version: str = "1.1", host: str = "127.0.0.1",
+                   rcvbuf: int | None = None) -> SSEClient:
+        if rcvbuf is None:
+            reader, writer = await asyncio.open_connection(host, port)
+        else:  # a small receive window, set before the handshake advertises one
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, (host, port))
+            reader, writer = await asyncio.open_connection(sock=sock)
         lines = [f"GET {path} HTTP/{version}", f"Host: {host}:{port}",
                  "Accept: text/event-stream"]
         if token is not None:

@@ -298,3 +298,20 @@ async def test_graceful_shutdown_tells_clients_to_come_back_soon(database_dsn: s
         assert c.retry is not None and 200 <= c.retry <= 600
         assert "server restarting" in c.comments
         await c.close()
+
+
+@pytest.mark.slow
+async def test_a_dead_peer_is_noticed_by_the_keepalive(database_dsn: str) -> None:
+    """A peer that stops acknowledging: the kernel gives up after SSE_SEND_TIMEOUT
+    (TCP_USER_TIMEOUT, which also bounds zero-window probing), and the next
+    keepalive write finds the connection gone. Only pings flow: no buffer fills."""
+    settings = settings_for(database_dsn, SSE_KEEPALIVE_INTERVAL="0.1", SSE_SEND_TIMEOUT="1")
+    async with running(settings) as svc:
+        c = await SSEClient.open(svc.port, token=token(str(uuid.uuid4())), rcvbuf=1024)
+        await svc.wait_streams(1)
+        c.stop_reading()
+        # Fill the tiny receive window with pings; after that the peer only answers
+        # zero-window probes, which TCP_USER_TIMEOUT stops waiting for.
+        await svc.wait_streams(0, timeout=20)
+        assert svc.service.stats.streams_closed["disconnected"] == 1
+        await c.close()
