@@ -88,6 +88,7 @@ async def _close_streams(app: web.Application) -> None:
     """On shutdown: tell every stream to come back soon (jittered), then end it."""
     service = app[SERVICE]
     base = service.settings.shutdown_retry_ms
+    service.hub.closing = True
     subs = service.hub.subscribers()
     for sub in subs:
         retry = random.randint(base // 2, base + base // 2) if base else 0

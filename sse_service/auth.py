@@ -29,12 +29,15 @@ class Principal:
 
 
 def token_from_request(request: web.BaseRequest, cookie_name: str) -> str:
-    """The bearer token: ``Authorization`` header, else cookie, else ``token`` query."""
-    header = request.headers.get("Authorization")
-    if header is not None:
-        scheme, _, token = header.strip().partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
+    """The bearer token: ``Authorization: Bearer`` header, else cookie, else ``token`` query.
+
+    An ``Authorization`` header of another scheme (a proxy's Basic auth, say) is
+    not ours and does not hide the cookie or the query parameter.
+    """
+    scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() == "bearer":
+        if not token:
             raise AuthError("the Authorization header must be 'Bearer <token>'")
     else:
         token = request.cookies.get(cookie_name) or request.query.get("token") or ""

@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     if args.command == "bench":  # stdout is for its JSON result: no logging set up there
         from sse_service import bench
         return bench.main(args, settings)
-    logs.setup(settings.log_level)
+    logs.setup(settings.log_level, settings.token_cookie)
     command = args.command or "serve"
     if command == "serve":
         return serve(settings, env)
@@ -251,7 +251,7 @@ async def check(settings: Settings) -> int:
 
             await listener.add_listener(settings.channel, received)
             await conn.execute("SELECT pg_notify($1, $2)", settings.channel, json.dumps(
-                {"event": "sync:check", "users": [f"check-{token}"], "data": {}}))
+                {"event": "cli:check", "users": [f"check-{token}"], "data": {}}))
             try:
                 await asyncio.wait_for(got, 5)
                 report(True, "LISTEN/NOTIFY round trip")

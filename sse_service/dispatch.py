@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from collections import deque
 
@@ -46,9 +45,6 @@ class Dispatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scheduled = False
         self._stamps: list[float] = []  # "ts" of the notifications in this batch
-        self._instance = "i" + secrets.token_hex(4)  # ids this process makes up
-        self._local_seq = 0
-        self._epoch = 0
         self._bad = RateLimited(log)
 
     # -- producers (synchronous, cheap) ----------------------------------------
@@ -101,6 +97,8 @@ class Dispatcher:
         try:
             self._handle_batch()
         finally:
+            if self._inbox:
+                self._wake()  # whatever happens below, the rest is drained later
             self.hub.flush()
             if self._stamps:  # latency up to the write, which happens at the flush
                 now = time.time()
@@ -108,8 +106,6 @@ class Dispatcher:
                 for sent_at in self._stamps:
                     observe(max(0.0, now - sent_at))
                 self._stamps.clear()
-        if self._inbox:
-            self._wake()  # give other callbacks (new streams, pings) a turn first
 
     def _handle_batch(self) -> None:
         inbox = self._inbox
@@ -139,9 +135,10 @@ class Dispatcher:
                               exc.reason, exc.detail)
             return
         event_id = note.id
-        if event_id is None:
-            self._local_seq += 1
-            event_id = f"{self._instance}-{self._local_seq}"
+        if event_id is None or self.history.knows(event_id):
+            # No id, or one seen before (a reused id must not move anybody's resume
+            # point back): an id of our own, resumable on this instance only.
+            event_id = self.history.local_id()
         event = Event.build(event_id, note.event, note.data, note.sent_at)
         self.history.record(event, note.users, received)
         self.hub.deliver(event, note.users)
@@ -150,9 +147,8 @@ class Dispatcher:
 
     def _handle_up(self, reason: str) -> None:
         # Everything from before is unprovable now; give clients a new resume point.
-        self._epoch += 1
         self.history.clear()
-        self.history.mark(f"{self._instance}-e{self._epoch}", time.monotonic())
+        self.history.mark(time.monotonic())
         self.hub.reset_all(reason)
 
     def _handle_down(self, reason: str) -> None:

@@ -8,16 +8,25 @@ A resume from id ``X`` is exact only when this process can prove it saw
 everything after ``X``: ``X`` is still in the window, no gap (lost LISTEN
 connection, inbox overflow) happened since, and the user's own list has not
 dropped anything newer than ``X``. Anything else is a reset: the client is
-told to pull everything. Because ids come from a database sequence and every
+told to pull everything. Because event ids come from the database and every
 instance receives the same notifications in the same order, a client may
 resume on any instance; one that never saw ``X`` answers with a reset.
+
+Streams also need resume points that are not events (at connect, on every
+``sync:ping``, with a ``sync:reset``). Those are *markers*: ids this instance
+makes up and records in the window like a notification. A marker is made at
+each keepalive tick whether anything happened or not, so it tells a stream
+nothing about other users' activity (a wishlist owner must not see, even as a
+changed id, that somebody marked a gift). Markers are local to the instance:
+a client resuming from one elsewhere gets a reset.
 """
 
 from __future__ import annotations
 
+import secrets
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sse_service.events import Event
 
@@ -29,10 +38,22 @@ class Reset:
     reason: str
 
 
+@dataclass(slots=True)
+class Resume:
+    """An exact resume: the missed events' SSE blocks, and a newer resume point
+    (a marker id) to hand the stream after them, if there is one."""
+
+    blocks: list[bytes] = field(default_factory=list)
+    resume_point: str | None = None
+
+
 class History:
     """The bounded window of recent notifications and each user's events."""
 
     def __init__(self, *, window: int, per_user: int, max_age: float) -> None:
+        self.instance = "i" + secrets.token_hex(4)  # prefix of the ids made up here
+        self._local = 0
+        self._marker: tuple[int, str] | None = None  # the newest marker: (position, id)
         self._window = window
         self._per_user = per_user
         self._max_age = max_age
@@ -45,9 +66,20 @@ class History:
         self._users: dict[str, deque[tuple[int, bytes]]] = {}
 
     @property
-    def newest_id(self) -> str | None:
-        """The id of the last notification seen: a resume point for everybody."""
-        return self._order[-1][1] if self._order else None
+    def resume_point(self) -> str | None:
+        """The newest marker still in the window: a resume point for any stream."""
+        marker = self._marker
+        if marker is None or self._index.get(marker[1]) != marker[0]:
+            return None
+        return marker[1]
+
+    def knows(self, event_id: str) -> bool:
+        return event_id in self._index
+
+    def local_id(self) -> str:
+        """A fresh id for a notification that came without one (resumable here only)."""
+        self._local += 1
+        return f"{self.instance}-{self._local}"
 
     def __len__(self) -> int:
         return len(self._order)
@@ -68,40 +100,51 @@ class History:
                 log = logs[user] = deque(maxlen=self._per_user)
             log.append(entry)
 
-    def mark(self, marker_id: str, now: float) -> None:
-        """Record a resume point that carries no event (start of an epoch)."""
+    def mark(self, now: float) -> str:
+        """Record a new marker (a resume point that carries no event); its id."""
+        self._local += 1
+        marker_id = f"{self.instance}-m{self._local}"
         self._pos += 1
         self._order.append((self._pos, marker_id, now))
         self._index[marker_id] = self._pos
+        self._marker = (self._pos, marker_id)
         if len(self._order) > self._window:
             self._forget_oldest()
+        return marker_id
 
     def clear(self) -> None:
         """Forget everything: after a gap no old id may resume exactly."""
         self._order.clear()
         self._index.clear()
         self._users.clear()
+        self._marker = None
 
-    def resume(self, user: str, last_id: str) -> list[bytes] | Reset:
-        """The SSE blocks of the events ``user`` missed after ``last_id``, or why
-        that is unknowable."""
+    def resume(self, user: str, last_id: str) -> Resume | Reset:
+        """What ``user`` missed after ``last_id``, or why that is unknowable."""
         pos = self._index.get(last_id)
         if pos is None:
             return Reset("unknown_last_event_id")
         log = self._users.get(user)
-        if not log:
-            return []
-        if len(log) == log.maxlen and log[0][0] > pos:
-            # The list is full and starts after the resume point: it may have
-            # dropped some of the user's events in between.
-            return Reset("history_truncated")
         missed: list[bytes] = []
-        for event_pos, wire in reversed(log):
-            if event_pos <= pos:
-                break
-            missed.append(wire)
-        missed.reverse()
-        return missed
+        last = pos
+        if log:
+            if len(log) == log.maxlen and log[0][0] > pos:
+                # The list is full and starts after the resume point: it may have
+                # dropped some of the user's events in between.
+                return Reset("history_truncated")
+            for event_pos, wire in reversed(log):
+                if event_pos <= pos:
+                    break
+                missed.append(wire)
+                last = max(last, event_pos)
+            missed.reverse()
+        marker = self._marker
+        # A newer marker moves the stream's resume point forward (so a quiet client
+        # that reconnects often does not age out of the window); an older one
+        # would move it back and make a later resume replay events twice.
+        newer = marker[1] if marker is not None and marker[0] > last and \
+            self._index.get(marker[1]) == marker[0] else None
+        return Resume(missed, newer)
 
     def expire(self, now: float) -> None:
         """Drop what is older than the maximum age, and users with nothing left."""

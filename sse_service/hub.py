@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Iterable
 
 from sse_service.errors import OverCapacity
 from sse_service.events import ID_RE, Event, dumps, encode, frame, ping
-from sse_service.history import History, Reset
+from sse_service.history import History, Reset, Resume
 from sse_service.stats import Stats
 from sse_service.subscriber import Subscriber
 
@@ -36,6 +37,7 @@ class Hub:
         # Staged by deliver(), written by flush(): an event, or the SSE blocks of several.
         self._pending: dict[Subscriber, Event | list[bytes]] = {}
         self.count = 0
+        self.closing = False  # set when the shutdown begins: no stream may start
 
     # -- streams -------------------------------------------------------------
 
@@ -54,11 +56,14 @@ class Hub:
         self.flush()  # nothing staged may overtake, or follow, the replay
         history = self.history
         blocks = [encode(retry=self.retry_ms)]
-        if last_event_id is None:
-            if history.newest_id is not None:
-                blocks.append(encode(id=history.newest_id))  # a resume point for later
+        if self.closing:  # accepted just as the shutdown began
+            sub.close("shutdown", final=encode(retry=self.retry_ms, comment="server restarting"))
+            return
+        if not last_event_id:
+            if history.resume_point is not None:
+                blocks.append(encode(id=history.resume_point))  # a resume point for later
         else:
-            outcome: list[bytes] | Reset
+            outcome: Resume | Reset
             if not ID_RE.match(last_event_id):
                 outcome = Reset("invalid_last_event_id")
             else:
@@ -67,8 +72,10 @@ class Hub:
                 blocks.append(self._reset_block(outcome.reason))
             else:
                 self.stats.replays += 1
-                self.stats.replayed_events += len(outcome)
-                blocks.extend(outcome)
+                self.stats.replayed_events += len(outcome.blocks)
+                blocks.extend(outcome.blocks)
+                if outcome.resume_point is not None:
+                    blocks.append(encode(id=outcome.resume_point))
         sub.write(frame(b"".join(blocks), sub.chunked))
 
         streams = self._streams.setdefault(sub.user, [])
@@ -171,8 +178,11 @@ class Hub:
             sub.write(chunk if sub.chunked else block)
 
     def ping(self) -> None:
-        """The keepalive: one ``sync:ping`` for all; also notices dead peers."""
-        self.broadcast(ping(self.history.newest_id))
+        """The keepalive: one ``sync:ping`` for all; also notices dead peers.
+
+        Its id is a fresh marker, made whether anything happened or not, so a
+        ping says nothing about other users' activity."""
+        self.broadcast(ping(self.history.mark(time.monotonic())))
 
     def reset_all(self, reason: str) -> None:
         """Tell every open stream that events may have been lost."""
@@ -189,5 +199,5 @@ class Hub:
     def _reset_block(self, reason: str, count: bool = True) -> bytes:
         if count:
             self.stats.resets[reason] += 1
-        return encode(id=self.history.newest_id, name="sync:reset",
+        return encode(id=self.history.resume_point, name="sync:reset",
                       data=dumps({"reason": reason}))

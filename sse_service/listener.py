@@ -62,12 +62,13 @@ class Listener:
         self.state = ListenState()
         self.ready = asyncio.Event()  # set once the first LISTEN succeeded
         self._was_up = False
-        self._up_at = 0.0
+        self._up_at: float | None = None  # when the current session began to LISTEN
 
     async def run(self) -> None:
         """Connect, listen, probe; on any failure back off and start over. Forever."""
         attempt = 0
         while True:
+            self._up_at = None
             try:
                 conn = await asyncpg.connect(
                     self._settings.database_url,
@@ -89,8 +90,8 @@ class Listener:
                     conn.terminate()  # no polite close: the peer may be unreachable
                 if self.state.connected:  # the session ended without an exception
                     self._failed("connection closed")
-                if time.monotonic() - self._up_at >= 10.0:  # it was a healthy session
-                    attempt = 0
+                if self._session_was_healthy():
+                    attempt = 0  # start the backoff afresh
             delay = backoff(attempt, self._settings.listen_backoff_max)
             attempt += 1
             await asyncio.sleep(delay)
@@ -113,6 +114,10 @@ class Listener:
                 await conn.fetchval("SELECT 1", timeout=probe_timeout)
             except TimeoutError:
                 raise ConnectionLost(f"no answer to a probe within {probe_timeout} s") from None
+
+    def _session_was_healthy(self) -> bool:
+        """Whether the session that just ended listened for at least 10 s."""
+        return self._up_at is not None and time.monotonic() - self._up_at >= 10.0
 
     def _on_notification(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         self._dispatcher.notify(payload)

@@ -22,29 +22,53 @@ _SYSLOG = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4,
 
 
 # Whatever a library logs (aiohttp logs a malformed request line or header with
-# its first bytes), credentials are masked before a line leaves the process.
-_SECRETS = re.compile(
-    r"(?P<k>(?:token|access_token)=|Bearer\s+|Authorization:\s*\S+\s+)[^\s&'\"\\]+",
-    re.IGNORECASE,
-)
+# its first bytes), credentials are masked before a line leaves the process:
+# anything shaped like a JWT wherever it stands, and the value after a
+# "token=", a cookie-like "name=" of ours, "Bearer" or "Authorization:".
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.?[A-Za-z0-9_-]*")
+_AFTER = r"(?P<k>(?:{names})\s*=\s*\"?|Bearer\s+|Authorization:\s*\S+\s+)[^\s&;'\"\\]+"
 
 
-def redact(text: str) -> str:
-    """``text`` with bearer tokens and ``token=`` values replaced by ``***``."""
-    return _SECRETS.sub(r"\g<k>***", text)
+def _pattern(cookie: str) -> re.Pattern[str]:
+    names = "|".join(re.escape(n) for n in dict.fromkeys(("token", "access_token", cookie)))
+    return re.compile(_AFTER.format(names=names), re.IGNORECASE)
+
+
+_SECRETS = _pattern("access_token")
+
+
+def redact(text: str, secrets: re.Pattern[str] = _SECRETS) -> str:
+    """``text`` with bearer tokens, JWTs and ``token=`` values replaced by ``***``."""
+    return secrets.sub(r"\g<k>***", _JWT.sub("***", text))
 
 
 class JournalFormatter(logging.Formatter):
-    """``<level>logger: message``, with credentials redacted."""
+    """``<level>logger: message``, with credentials redacted.
+
+    aiohttp's report of a malformed request quotes the offending bytes; it is
+    cut to its first line (the exception's class and position), since the
+    bytes may hold a credential that no pattern recognises.
+    """
+
+    def __init__(self, fmt: str, cookie: str = "access_token") -> None:
+        super().__init__(fmt)
+        self._secrets = _pattern(cookie)
 
     def format(self, record: logging.LogRecord) -> str:
         prefix = f"<{_SYSLOG.get(record.levelno, 6)}>"
-        return prefix + redact(super().format(record))
+        if record.name.startswith("aiohttp.server") and record.exc_info:
+            exc = record.exc_info[1]
+            record = logging.makeLogRecord(record.__dict__)
+            record.exc_info = record.exc_text = None
+            record.msg = f"{record.getMessage()}: bad request ({type(exc).__name__})"
+            record.args = ()
+        return prefix + redact(super().format(record), self._secrets)
 
 
-def setup(level: str) -> None:
+def setup(level: str, cookie: str = "access_token") -> None:
+    """Log to stdout for journald; ``cookie`` is the token cookie's name, to redact."""
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
+    handler.setFormatter(JournalFormatter("%(name)s: %(message)s", cookie))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -17,6 +17,9 @@ import orjson
 from sse_service.events import ID_RE, NAME_RE, dumps_bytes
 
 MAX_PAYLOAD_BYTES = 8000
+# The service's own signals: a NOTIFY must not be able to tell clients to close
+# (sync:closed, auth:expired) or to pull everything.
+RESERVED_PREFIXES = ("sync:", "auth:")
 MAX_USER_ID_LENGTH = 128
 
 
@@ -52,6 +55,8 @@ def parse(payload: str) -> Notification:
     event = obj.get("event")
     if not isinstance(event, str) or not NAME_RE.match(event):
         raise InvalidNotification("bad_event", "event must be a name of [A-Za-z0-9_.:-]{1,64}")
+    if event.startswith(RESERVED_PREFIXES):
+        raise InvalidNotification("reserved_event", f"{event!r} is the service's own")
 
     users = obj.get("users")
     if not isinstance(users, list) or not users:

@@ -39,9 +39,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
     principal = service.verifier.authenticate(request, settings.token_cookie)
     hub = service.hub
     hub.check_capacity()
-    last_event_id = request.headers.get("Last-Event-ID")
-    if last_event_id is None:
-        last_event_id = request.query.get("lastEventId")
+    # An empty value means none (as a browser that saw no id would send).
+    last_event_id = request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
 
     response = _HubStreamResponse(send_timeout=settings.send_timeout)
     writer = await response.prepare(request)
@@ -54,16 +53,14 @@ async def stream(request: web.Request) -> web.StreamResponse:
         chunked=bool(getattr(writer, "chunked", False)),
         max_buffer=settings.stream_buffer_bytes,
     )
-    hub.attach(sub, last_event_id)
-    loop = asyncio.get_running_loop()
-    sub.expiry = loop.call_later(
+    sub.expiry = asyncio.get_running_loop().call_later(
         max(0.0, principal.expires_at - time.time()), _expire, sub
     )
     try:
+        hub.attach(sub, last_event_id)
         await sub.done
     finally:
-        if not sub.closed:
-            sub.close("disconnected")
+        sub.close("disconnected")  # no-op if closed already; cancels the expiry timer
         hub.detach(sub)
     return response
 

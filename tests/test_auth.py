@@ -59,10 +59,23 @@ async def test_missing_token(service: Running) -> None:
 
 
 async def test_malformed_authorization_header(service: Running) -> None:
-    resp = await request(service.port, STREAM, headers={"Authorization": "Basic abc"})
-    assert resp.status == 401
     resp = await request(service.port, STREAM, headers={"Authorization": "Bearer "})
     assert resp.status == 401
+    resp = await request(service.port, STREAM, headers={"Authorization": "Bearer a b"})
+    assert resp.status == 401
+    resp = await request(service.port, STREAM, headers={"Authorization": "Basic abc"})
+    assert resp.status == 401 and resp.json["error"] == "missing_token"
+
+
+async def test_another_authorization_scheme_does_not_hide_the_cookie(service: Running) -> None:
+    """A proxy's Basic auth in front of the service must not lock browsers out."""
+    user = str(uuid.uuid4())
+    c = await SSEClient.open(service.port, f"{STREAM}?token={token(user)}",
+                             headers={"Authorization": "Basic dXNlcjpwYXNz"})
+    try:
+        assert c.status == 200
+    finally:
+        await c.close()
 
 
 async def test_token_in_query_and_cookie(service: Running) -> None:
@@ -127,7 +140,31 @@ async def test_a_token_in_an_oversized_request_is_redacted_from_the_log(
 
 
 def test_redact() -> None:
-    from sse_service.logs import redact
+    from sse_service.logs import _pattern, redact
 
     assert redact("GET /s?token=abc.def&x=1 Bearer xyz") == "GET /s?token=***&x=1 Bearer ***"
     assert redact("b'Bearer eyJhbGciOi...'") == "b'Bearer ***'"
+    assert redact("Bearer\tsecret") == "Bearer\t***"
+    assert redact('Cookie: access_token="secret"; x=1') == 'Cookie: access_token="***"; x=1'
+    jwt_text = token("u")
+    assert redact(f"GET /s?tok%65n={jwt_text}") == "GET /s?tok%65n=***"
+    assert "secret" not in redact("Cookie: jwt=secret", _pattern("jwt"))
+
+
+async def test_a_malformed_cookie_header_with_a_token_is_not_logged(
+        database_dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """aiohttp quotes a bad header line in its error log; only the class remains."""
+    from sse_service import logs
+    from tests.harness import running, settings_for
+
+    logs.setup("INFO", "jwt")
+    try:
+        async with running(settings_for(database_dsn, SSE_TOKEN_COOKIE="jwt")) as svc:
+            resp = await request(svc.port, STREAM,
+                                 headers={"Cookie": "jwt=opaque-secret-value\x01"})
+            assert resp.status == 400
+    finally:
+        logging.getLogger().handlers.clear()
+    out = capsys.readouterr().out
+    assert "bad request (BadHttpMessage)" in out
+    assert "opaque-secret-value" not in out

@@ -100,6 +100,9 @@ def test_parse_manual_psql_example() -> None:
     (good(id=1.5), "bad_id"),
     (good(id={"a": 1}), "bad_id"),
     ("x" * 8001, "too_large"),
+    (good(event="sync:reset"), "reserved_event"),
+    (good(event="auth:expired"), "reserved_event"),
+    (good(event="sync:closed"), "reserved_event"),
 ])
 def test_parse_rejects_hostile_payloads(payload: str, reason: str) -> None:
     with pytest.raises(InvalidNotification) as info:

@@ -123,3 +123,34 @@ async def test_disconnect_unregisters(service: Running) -> None:
     await client.close()
     await service.wait_streams(0)
     await asyncio.sleep(0)
+
+
+async def test_the_owner_sees_nothing_of_marks_not_even_in_ids(database_dsn: str,
+                                                               db: Any) -> None:
+    """Surprise mode end to end: the owner's stream carries the same kind of bytes
+    whether or not somebody marks a gift, and its resume points are keepalive
+    markers that change at every ping, not with other users' activity."""
+    from tests.harness import running, settings_for
+
+    owner = await factories.user(db)
+    wl = await factories.wishlist(db, owner)
+    viewer = await factories.user(db)
+    await factories.bookmark(db, viewer, wl)
+    item = await factories.item(db, wl)
+    async with running(settings_for(database_dsn, SSE_KEEPALIVE_INTERVAL="0.2")) as svc:
+        o = await SSEClient.open(svc.port, token=token(owner))
+        v = await SSEClient.open(svc.port, token=token(viewer))
+        await svc.wait_streams(2)
+        quiet = await o.events_within(0.7, skip_pings=False)
+        await factories.mark(db, item, viewer)
+        ev = await v.next_event()
+        assert ev.event == "marks:updated"
+        busy = await o.events_within(0.7, skip_pings=False)
+        for window in (quiet, busy):
+            assert window and {e.event for e in window} == {"sync:ping"}
+            ids = [e.id for e in window]
+            assert len(set(ids)) == len(ids)  # a new marker at every ping
+            assert all(i is not None and i.startswith(svc.service.history.instance)
+                       for i in ids)
+        await o.close()
+        await v.close()
