@@ -84,7 +84,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
                 print("sse-service: send needs an event name [A-Za-z0-9_.:-] and --data "
                       "with a JSON object", file=sys.stderr)
                 return EX_USAGE
-            payload = json.dumps({"event": args.event, "users": args.users, "data": data})
+            # An id of its own, the same for every instance that receives it, so that
+            # clients can resume across instances after it as after a trigger's event.
+            payload = json.dumps({"id": uuid.uuid4().hex, "event": args.event,
+                                  "users": args.users, "data": data})
             return asyncio.run(_with_db(settings, lambda c: _send(c, settings, payload)))
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         print(f"sse-service: database unavailable: {type(exc).__name__}: {exc}",

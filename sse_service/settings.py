@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import jwt
 
@@ -202,6 +203,12 @@ def _nonempty(raw: str) -> str:
 def _dsn(raw: str) -> str:
     if not raw.startswith(("postgres://", "postgresql://")):
         raise ValueError("expected a postgresql:// URL")
+    try:
+        port = urlsplit(raw).port  # raises on a port that is not a number
+    except ValueError:
+        raise ValueError("the URL's port is not a number") from None
+    if port == 0:
+        raise ValueError("the URL's port must not be 0")
     return raw
 
 

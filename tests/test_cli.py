@@ -81,6 +81,7 @@ async def test_install_check_send_uninstall(fresh_database_dsn: str) -> None:
         assert result.returncode == 0, result.stderr
         await log.settle()
         payload: dict[str, Any] = json.loads(log.raw[-1])
+        assert len(payload.pop("id")) == 32
         assert payload == {"event": "items:resolved", "users": [user],
                            "data": {"id": "x", "title": "iPhone 15"}}
     finally:

@@ -34,6 +34,7 @@ def test_values_are_parsed() -> None:
     ({"SSE_JWT_KEY": "k" * 32}, "SSE_DATABASE_URL"),
     ({"SSE_DATABASE_URL": "postgresql://db/x"}, "SSE_JWT_KEY"),
     ({**BASE, "SSE_DATABASE_URL": "mysql://x"}, "SSE_DATABASE_URL"),
+    ({**BASE, "SSE_DATABASE_URL": "postgresql://h:port/db"}, "SSE_DATABASE_URL"),
     ({**BASE, "SSE_JWT_KEY": "short"}, "SSE_JWT_KEY"),
     ({**BASE, "SSE_PORT": "eighty"}, "SSE_PORT"),
     ({**BASE, "SSE_PORT": "70000"}, "SSE_PORT"),
