@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return EX_CONFIG
     if args.command == "bench":  # stdout is for its JSON result: no logging set up there
         from sse_service import bench
-        return bench.main(args, settings)
+        return bench.main(args, settings, os.environ if env is None else env)
     logs.setup(settings.log_level, settings.token_cookie)
     command = args.command or "serve"
     if command == "serve":
