@@ -23,6 +23,7 @@ from collections import deque
 from sse_service.events import Event
 from sse_service.history import History
 from sse_service.hub import Hub
+from sse_service.ids import IdCodec
 from sse_service.logs import RateLimited
 from sse_service.notification import InvalidNotification, parse
 from sse_service.stats import Stats
@@ -36,8 +37,10 @@ _BATCH = 256  # items handled before giving other callbacks a turn
 class Dispatcher:
     """Owns the inbox; :meth:`run` is its consumer task."""
 
-    def __init__(self, *, hub: Hub, history: History, stats: Stats, size: int) -> None:
+    def __init__(self, *, hub: Hub, history: History, stats: Stats, size: int,
+                 ids: IdCodec) -> None:
         self.hub = hub
+        self._ids = ids
         self.history = history
         self.stats = stats
         self._size = size
@@ -134,7 +137,7 @@ class Dispatcher:
             self._bad.warning(exc.reason, "rejected a notification (%s): %s",
                               exc.reason, exc.detail)
             return
-        event_id = note.id
+        event_id = None if note.id is None else self._ids.public(note.id)
         if event_id is None or self.history.knows(event_id):
             # No id, or one seen before (a reused id must not move anybody's resume
             # point back): an id of our own, resumable on this instance only.

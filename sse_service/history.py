@@ -52,7 +52,8 @@ class History:
 
     def __init__(self, *, window: int, per_user: int, max_age: float) -> None:
         self.instance = "i" + secrets.token_hex(4)  # prefix of the ids made up here
-        self._local = 0
+        self._local = 0  # ids made up for notifications without one
+        self._markers = 0  # a counter of its own: marker ids reveal nothing else
         self._marker: tuple[int, str] | None = None  # the newest marker: (position, id)
         self._window = window
         self._per_user = per_user
@@ -102,8 +103,8 @@ class History:
 
     def mark(self, now: float) -> str:
         """Record a new marker (a resume point that carries no event); its id."""
-        self._local += 1
-        marker_id = f"{self.instance}-m{self._local}"
+        self._markers += 1
+        marker_id = f"{self.instance}-m{self._markers}"
         self._pos += 1
         self._order.append((self._pos, marker_id, now))
         self._index[marker_id] = self._pos

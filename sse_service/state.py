@@ -14,6 +14,7 @@ from sse_service.auth import TokenVerifier
 from sse_service.dispatch import Dispatcher
 from sse_service.history import History
 from sse_service.hub import Hub
+from sse_service.ids import IdCodec
 from sse_service.listener import Listener
 from sse_service.settings import Settings
 from sse_service.stats import Stats
@@ -38,7 +39,8 @@ class Service:
         hub = Hub(history=history, stats=stats, max_streams=settings.max_streams,
                   max_streams_per_user=settings.max_streams_per_user,
                   retry_ms=settings.retry_ms, evicted_retry_ms=settings.evicted_retry_ms)
-        dispatcher = Dispatcher(hub=hub, history=history, stats=stats, size=settings.inbox_size)
+        dispatcher = Dispatcher(hub=hub, history=history, stats=stats, size=settings.inbox_size,
+                                ids=IdCodec(settings.jwt_key))
         listener = Listener(settings, dispatcher, stats)
         return cls(settings=settings, stats=stats, history=history, hub=hub,
                    dispatcher=dispatcher, listener=listener, verifier=TokenVerifier(settings))

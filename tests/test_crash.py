@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 
+from sse_service.ids import IdCodec
 from tests import factories
 from tests.conftest import NotificationLog
-from tests.harness import base_env, service_env, token, wait_ready
+from tests.harness import JWT_KEY, base_env, service_env, token, wait_ready
 from tests.pgserver import free_port
 from tests.sseclient import SSE, SSEClient
 
@@ -113,8 +114,9 @@ async def test_kill_9_during_a_write_burst(database_dsn: str, db: Any,
         proc.wait(5)
 
     sent = notifications.payloads
+    ids = IdCodec(JWT_KEY)
     for client in clients:
-        mine = [str(p["id"]) for p in sent if client.user in p["users"]]
+        mine = [ids.public(str(p["id"])) for p in sent if client.user in p["users"]]
         assert len(mine) == 75
         received = [e.id for conn in client.connections for e in conn
                     if e.event == "items:updated"]

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Running, running, settings_for, start, token
+from sse_service.ids import IdCodec
+from tests.harness import JWT_KEY, Running, running, settings_for, start, token
 from tests.sseclient import SSEClient, request
 
 STREAM = "/api/v1/events/stream"
@@ -130,12 +131,13 @@ async def test_resume_on_another_instance(database_dsn: str, db: Any) -> None:
         base = int(await db.fetchval("SELECT nextval('sse.event_id')"))
         await notify(db, user, 1, id=base + 1)
         assert await next_n(c, 1) == [1]
+        seen = c.last_event_id
+        assert seen == IdCodec(JWT_KEY).public(str(base + 1))  # opaque, same everywhere
         await c.close()
         await notify(db, user, 2, id=base + 2)
         await notify(db, user, 3, id=base + 3)
         await asyncio.sleep(0.2)
-        c = await SSEClient.open(b.port, token=token(user),
-                                 headers={"Last-Event-ID": str(base + 1)})
+        c = await SSEClient.open(b.port, token=token(user), headers={"Last-Event-ID": str(seen)})
         try:
             assert await next_n(c, 2) == [2, 3]
         finally:

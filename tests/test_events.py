@@ -113,3 +113,14 @@ def test_parse_rejects_hostile_payloads(payload: str, reason: str) -> None:
 def test_bad_ts_is_ignored_not_fatal() -> None:
     assert parse(good(ts="yesterday")).sent_at is None
     assert parse(good(ts=True)).sent_at is None
+
+
+def test_public_ids_are_opaque_and_agree_across_instances() -> None:
+    from sse_service.ids import IdCodec
+
+    a, b = IdCodec("k" * 32), IdCodec("k" * 32)
+    assert a.public("41") == b.public("41")  # two instances, one key
+    assert a.public("41") != IdCodec("x" * 32).public("41")
+    ids = [int(a.public(str(n))) for n in range(1000, 1010)]
+    assert len(set(ids)) == 10 and ids != sorted(ids)  # no visible order or distance
+    assert all(0 <= i < 2**56 for i in ids)

@@ -16,9 +16,10 @@ import asyncpg
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from sse_service.ids import IdCodec
 from tests import factories
 from tests.conftest import NotificationLog
-from tests.harness import Running, running, settings_for, token
+from tests.harness import JWT_KEY, Running, running, settings_for, token
 from tests.sseclient import SSE, SSEClient
 
 USERS = 3
@@ -93,7 +94,8 @@ async def scenario(dsn: str, ops: list[tuple[int | str, ...]]) -> None:
     for c in clients:
         if c.since is None:
             continue
-        mine = [str(p["id"]) for p in log.payloads[c.since:] if c.user in p["users"]]
+        mine = [IdCodec(JWT_KEY).public(str(p["id"])) for p in log.payloads[c.since:]
+                if c.user in p["users"]]
         order = {eid: i for i, eid in enumerate(mine)}
         got = [e.id for e in c.timeline if e.event == "items:updated"]
         assert all(g in order for g in got), "received an event that was not addressed to it"

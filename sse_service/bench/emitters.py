@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sse_service.bench.common import Conn
+from sse_service.ids import IdCodec
 
 BENCH_EVENT = "bench:tick"
 # What a client counts: one key per received event.
 NOTIFY_PATTERN = rb'"seq":(\d+)'  # data {"t":...,"seq":N} of bench:tick
-TRIGGERS_PATTERN = rb"id: (\d+)\nevent: items:updated\n"  # the trigger's event id
+TRIGGERS_PATTERN = rb"id: (\d+)\nevent: items:updated\n"  # the event id on the wire
 MAX_PAYLOAD = 7900  # bytes; NOTIFY refuses 8000
 
 # A real UPDATE of an items row, in its own (autocommit) transaction, that
@@ -158,8 +159,9 @@ class TriggerEmitter:
     """UPDATEs of items rows; the triggers notify owner + viewers."""
 
     def __init__(self, conns: list[Conn], items: list[str], audiences: list[list[int]],
-                 audience: Audience, emission: Emission) -> None:
+                 audience: Audience, emission: Emission, ids: IdCodec) -> None:
         self.conns = conns
+        self.ids = ids  # the trigger's sequence number -> the id clients see
         self.items = [uuid.UUID(i) for i in items]
         self.audiences = audiences
         self.audience = audience
@@ -183,7 +185,7 @@ class TriggerEmitter:
                                                self.items[slot], 1 + k % 1000)
                 committed = time.time()
                 em.round_trips.append(committed - t)
-                em.commits[int(event_id)] = (t, committed)
+                em.commits[int(self.ids.public(str(event_id)))] = (t, committed)
                 em.sent += 1
                 em.last_commit = max(em.last_commit, committed)
             finally:

@@ -36,6 +36,7 @@ from sse_service.bench.emitters import (
 from sse_service.bench.machine import CpuSample, machine_info, raise_nofile, rss_bytes
 from sse_service.bench.population import create_rows, make_tokens
 from sse_service.bench.report import Measured, analyse, fanout_figures, now_iso
+from sse_service.ids import IdCodec
 from sse_service.settings import Settings
 
 
@@ -215,7 +216,8 @@ class _Fanout:
                  f"{args.duration:g} s ({args.source})")
         tick = args.tick / 1000
         if args.source == "triggers":
-            temitter = TriggerEmitter(self.writers, item_ids, audiences, audience, emission)
+            temitter = TriggerEmitter(self.writers, item_ids, audiences, audience, emission,
+                                      IdCodec(self.settings.jwt_key))
             try:
                 await tick_loop(args.rate, args.duration, tick, temitter.send)
                 await temitter.finish()
