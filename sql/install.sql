@@ -49,6 +49,13 @@ CREATE INDEX IF NOT EXISTS sse_bookmarks_wishlist_idx
 CREATE SEQUENCE IF NOT EXISTS sse.event_id AS bigint;
 GRANT USAGE ON SEQUENCE sse.event_id TO PUBLIC;
 
+-- Counts events the triggers had to drop (a NOTIFY queue 90 % full). Not
+-- transactional, so it counts even when the writer rolls back; the service's
+-- LISTEN probe reads it (pg_sequence_last_value) and sends sync:reset when it
+-- moves, so a drop is never silent for the clients.
+CREATE SEQUENCE IF NOT EXISTS sse.dropped_events AS bigint;
+GRANT USAGE, SELECT ON SEQUENCE sse.dropped_events TO PUBLIC;
+
 
 -- ---------------------------------------------------------------------------
 -- Channel
@@ -100,30 +107,72 @@ REVOKE ALL ON FUNCTION sse.set_channel(text) FROM PUBLIC;
 
 
 -- ---------------------------------------------------------------------------
--- sse.emit: one event to a set of users, in as many NOTIFYs as needed
+-- What the triggers cost, and how this file keeps it low
+-- ---------------------------------------------------------------------------
+--
+-- Every core API write runs these triggers inside its own transaction, so
+-- they are written for `sse-service bench triggers` (single-row UPDATEs of
+-- items, one per transaction) as measured on PostgreSQL 15 with callgrind:
+--
+-- * A trigger's WHEN clause is read back from its stored node text and
+--   planned again by every statement that fires the trigger: for the
+--   column-by-column no-op test on items that took more CPU instructions
+--   than the whole UPDATE without triggers. So the UPDATE triggers have no
+--   WHEN clause; the same test is generated into their functions (see the
+--   DO block at the end).
+-- * PL/pgSQL compiles each simple expression (an IF condition, an
+--   assignment) again in every transaction that reaches it, and every SQL
+--   statement it runs (SELECT ... INTO, PERFORM) starts and stops an
+--   executor. The hot paths therefore evaluate few, short expressions, run
+--   one query, and never PERFORM: PERFORM is an executor run even for a bare
+--   function call, while an assignment is evaluated directly.
+--   `_sent := pg_notify(...) IS NOT NULL` is that assignment for pg_notify,
+--   whose void result no variable can hold.
+-- * A call of another PL/pgSQL function sets up a function of its own, so
+--   the hottest path (an item UPDATE that changes neither status nor
+--   wishlist) writes its event out inline, and the helpers below serve the
+--   rest. Each event type has its own UPDATE trigger function, so no path
+--   tests TG_OP more than it must.
+-- * The exception block of each trigger (a subtransaction per row) costs
+--   about 1 us, 2 % of the instructions of a bare single-row UPDATE; it
+--   stays, see "Trigger functions".
+--
+-- A full NOTIFY queue. pg_notify() only queues the payload in memory; it
+-- enters the shared queue (8 GB) at COMMIT, and when the queue is full
+-- PostgreSQL fails that COMMIT -- the core API's write, long after the
+-- trigger returned, where no exception block can catch it. The queue only
+-- fills while some LISTENing session stops reading (a stalled listener of the
+-- service, or any other LISTENing session idle in a transaction), and
+-- PostgreSQL logs warnings from 50 % on. The core API must not fail over SSE,
+-- so the triggers stop sending when the queue is 90 % full (a WARNING per
+-- dropped event instead): the core API keeps working, and the events of that
+-- period are lost. 10 % of the queue (800 MB) is far more than concurrent
+-- writers can add between the check and their COMMIT.
+
+
+-- ---------------------------------------------------------------------------
+-- Sending
 -- ---------------------------------------------------------------------------
 
-CREATE OR REPLACE FUNCTION sse.emit(event text, users uuid[], data jsonb) RETURNS void
+-- sse.send: one event to `users` (distinct and not NULL: the caller sees to
+-- it), in as many notifications as needed. Returns how many it sent.
+CREATE OR REPLACE FUNCTION sse.send(event text, data text, users uuid[]) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
-    _users uuid[];
-    _n     int;
-    _head  text;
-    _per   int;
-    _i     int;
+    _n    int := cardinality(send.users);
+    _head text;
+    _per  int;
+    _i    int;
+    _sent boolean;
 BEGIN
-    IF emit.users IS NULL OR emit.event IS NULL THEN
-        RETURN;
+    IF _n IS NULL OR _n = 0 OR send.event IS NULL THEN
+        RETURN 0;
     END IF;
-    -- Distinct, non-NULL recipients (one recipient: nothing to sort).
-    IF cardinality(emit.users) = 1 AND emit.users[1] IS NOT NULL THEN
-        _users := emit.users;  -- a plain one-element array
-    ELSE
-        _users := ARRAY(SELECT DISTINCT u FROM unnest(emit.users) AS u WHERE u IS NOT NULL);
-    END IF;
-    _n := cardinality(_users);
-    IF _n = 0 THEN
-        RETURN;
+    IF pg_notification_queue_usage() >= 0.9 THEN
+        RAISE WARNING 'sse: NOTIFY queue 90 %% full, % event dropped', send.event;
+        -- Tell the service (its probe reads this sequence): it sends sync:reset.
+        _i := nextval('sse.dropped_events');
+        RETURN 0;
     END IF;
     -- Every chunk is '{"id":<n>' || _head || '"uuid","uuid",...,"uuid"' || ']}'.
     -- Each chunk draws its own id, so that an id names exactly one notification:
@@ -131,8 +180,8 @@ BEGIN
     -- several chunks could skip the later ones. "ts" (epoch seconds) lets the
     -- service measure trigger-to-delivery latency.
     _head := ',"ts":' || extract(epoch FROM clock_timestamp())::text
-          || ',"event":' || to_json(emit.event)::text
-          || ',"data":' || coalesce(emit.data, '{}'::jsonb)::text
+          || ',"event":' || to_json(send.event)::text
+          || ',"data":' || coalesce(send.data, '{}')
           || ',"users":["';
     -- Each uuid costs 36 bytes + 2 quotes + 1 separator = 39 (the missing
     -- separator after the last one pays for the closing "]}); 27 bytes for
@@ -142,66 +191,92 @@ BEGIN
     IF _per < 1 THEN
         -- Cannot happen with this file's events (data holds ids and at most a
         -- 200-character title); never fail the core API's write over it.
-        RAISE WARNING 'sse.emit: % data too large for a notification, event dropped', emit.event;
-        RETURN;
+        RAISE WARNING 'sse.send: % data too large for a notification, event dropped', send.event;
+        _i := nextval('sse.dropped_events');
+        RETURN 0;
     END IF;
     FOR _i IN 0 .. (_n - 1) / _per LOOP
-        PERFORM pg_notify(
+        _sent := pg_notify(
             sse.channel(),
             '{"id":' || nextval('sse.event_id') || _head
-            || array_to_string(_users[_i * _per + 1 : (_i + 1) * _per], '","') || '"]}');
+            || array_to_string(send.users[_i * _per + 1 : (_i + 1) * _per], '","') || '"]}')
+            IS NOT NULL;
     END LOOP;
+    RETURN (_n - 1) / _per + 1;
 END
 $$;
+
+-- sse.emit: the same for any set of users (NULLs and duplicates dropped) and
+-- jsonb data; for manual use, the triggers call sse.send().
+CREATE OR REPLACE FUNCTION sse.emit(event text, users uuid[], data jsonb) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    _sent int;
+BEGIN
+    _sent := sse.send(emit.event, coalesce(emit.data, '{}'::jsonb)::text,
+                      ARRAY(SELECT DISTINCT u FROM unnest(emit.users) AS u WHERE u IS NOT NULL));
+END
+$$;
+
+-- Event data. jsonb's own text form, written out: the uuids need no escaping.
+--   items:updated   {"id": "<item>", "wishlist_id": "<wishlist>"}
+--   wishlists:updated {"id": "<wishlist>"}
+--   marks:updated   {"item_id": "<item>", "wishlist_id": "<wishlist>"}
+-- A single notification holds 150 recipients of these events with room to
+-- spare (about 6 KB: 39 bytes per uuid and 200 for the rest); the inline fast
+-- paths send that many at once and leave larger audiences to sse.send().
 
 
 -- ---------------------------------------------------------------------------
 -- Helpers (lookups by index only)
 -- ---------------------------------------------------------------------------
 
--- items:updated {"id","wishlist_id"} to the wishlist's owner and viewers.
-CREATE OR REPLACE FUNCTION sse.item_updated(item_id uuid, wishlist_id uuid) RETURNS void
+-- items:updated to the wishlist's owner and viewers; nothing when the
+-- wishlist is gone.
+CREATE OR REPLACE FUNCTION sse.items_updated(item_id uuid, wishlist_id uuid) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
-    _owner   uuid;
-    _viewers uuid[];
+    _all uuid[];
 BEGIN
-    SELECT w.user_id,
-           ARRAY(SELECT b.user_id FROM public.shared_wishlist_bookmarks b
-                 WHERE b.wishlist_id = w.id AND b.user_id <> w.user_id)
-      INTO _owner, _viewers
+    -- The owner, then the viewers but the owner: distinct by construction.
+    SELECT array_prepend(w.user_id,
+                         ARRAY(SELECT b.user_id FROM public.shared_wishlist_bookmarks b
+                               WHERE b.wishlist_id = w.id AND b.user_id <> w.user_id))
+      INTO _all
       FROM public.wishlists w
-     WHERE w.id = item_updated.wishlist_id;
-    IF FOUND THEN
-        PERFORM sse.emit('items:updated', array_prepend(_owner, _viewers),
-                         jsonb_build_object('id', item_updated.item_id,
-                                            'wishlist_id', item_updated.wishlist_id));
-    END IF;
+     WHERE w.id = items_updated.wishlist_id;
+    RETURN sse.send('items:updated',
+                    format('{"id": "%s", "wishlist_id": "%s"}',
+                           items_updated.item_id, items_updated.wishlist_id),
+                    _all);
 END
 $$;
 
--- marks:updated {"item_id","wishlist_id"} to the viewers of the item's
--- wishlist and to `markers`, never to the owner (surprise mode). Nothing when
--- the item or its wishlist is gone (a cascade: the parent's delete covered it).
-CREATE OR REPLACE FUNCTION sse.mark_updated(item_id uuid, markers uuid[]) RETURNS void
+-- marks:updated to the viewers of the item's wishlist and to `markers` (not
+-- NULL), never to the owner (surprise mode). Nothing when the item or its
+-- wishlist is gone (a cascade: the parent's delete covered it).
+CREATE OR REPLACE FUNCTION sse.marks_updated(item_id uuid, markers uuid[]) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
     _wishlist uuid;
-    _owner    uuid;
-    _viewers  uuid[];
+    _users    uuid[];
 BEGIN
-    SELECT i.wishlist_id, w.user_id,
+    -- The viewers who are neither the owner nor markers, then the markers
+    -- but the owner: distinct by construction.
+    SELECT i.wishlist_id,
            ARRAY(SELECT b.user_id FROM public.shared_wishlist_bookmarks b
-                 WHERE b.wishlist_id = w.id)
-      INTO _wishlist, _owner, _viewers
+                 WHERE b.wishlist_id = w.id AND b.user_id <> w.user_id
+                   AND b.user_id <> ALL (marks_updated.markers))
+           || ARRAY(SELECT DISTINCT m FROM unnest(marks_updated.markers) AS m
+                    WHERE m <> w.user_id)
+      INTO _wishlist, _users
       FROM public.items i
       JOIN public.wishlists w ON w.id = i.wishlist_id
-     WHERE i.id = mark_updated.item_id;
-    IF FOUND THEN
-        PERFORM sse.emit('marks:updated', array_remove(_viewers || markers, _owner),
-                         jsonb_build_object('item_id', mark_updated.item_id,
-                                            'wishlist_id', _wishlist));
-    END IF;
+     WHERE i.id = marks_updated.item_id;
+    RETURN sse.send('marks:updated',
+                    format('{"item_id": "%s", "wishlist_id": "%s"}',
+                           marks_updated.item_id, _wishlist),
+                    _users);
 END
 $$;
 
@@ -209,32 +284,45 @@ $$;
 -- ---------------------------------------------------------------------------
 -- Trigger functions
 --
--- INSERT and UPDATE: AFTER ROW triggers (UPDATE only when a column changed).
--- DELETE: BEFORE ROW triggers. A wishlist delete cascades (RI triggers run
--- after the statement) to items, marks, share links and bookmarks; by then
--- the wishlist row is gone and nested triggers could not find its owner and
--- viewers. So the parent's BEFORE DELETE trigger, which still sees everything,
--- announces the whole subtree, and the children's BEFORE DELETE triggers stay
--- silent when their parent no longer exists.
+-- INSERT and UPDATE: AFTER ROW triggers. DELETE: BEFORE ROW triggers. A
+-- wishlist delete cascades (RI triggers run after the statement) to items,
+-- marks, share links and bookmarks; by then the wishlist row is gone and
+-- nested triggers could not find its owner and viewers. So the parent's
+-- BEFORE DELETE trigger, which still sees everything, announces the whole
+-- subtree, and the children's BEFORE DELETE triggers stay silent when their
+-- parent no longer exists.
+--
+-- No-op UPDATEs (no column changed) send nothing. The test is generated from
+-- the live columns by the DO block at the end of this file, which puts it in
+-- place of the line "-- @@ no-op UPDATE test @@" of each *_update function.
 --
 -- Each body runs in an exception block: a notification is best effort and
--- must never fail the core API's write (e.g. after a core schema change this
--- file does not know yet); the error is logged as a WARNING instead.
+-- must never fail the core API's write; the error is logged as a WARNING
+-- instead. What can fail: a core schema change this file does not know yet
+-- (a renamed or dropped column or table: until the next install), a role of
+-- the core API without SELECT on the tables read here or USAGE on
+-- sse.event_id, a lock or statement timeout while a migration holds a table,
+-- an oversized payload if someone changes this file. The block costs one
+-- subtransaction per row (about 1 us); without it
+-- any of these would fail the core API's write, so it stays. (A full NOTIFY
+-- queue fails at COMMIT, out of its reach: see "What the triggers cost".)
 -- ---------------------------------------------------------------------------
 
+-- wishlists: INSERT and DELETE.
 CREATE OR REPLACE FUNCTION sse.on_wishlist() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     _viewers uuid[];
     _all     uuid[];
     _r       record;
+    _n       int;
 BEGIN
     BEGIN
         IF TG_OP = 'DELETE' THEN
             _viewers := ARRAY(SELECT b.user_id FROM public.shared_wishlist_bookmarks b
                               WHERE b.wishlist_id = OLD.id AND b.user_id <> OLD.user_id);
             _all := array_prepend(OLD.user_id, _viewers);
-            PERFORM sse.emit('wishlists:updated', _all, jsonb_build_object('id', OLD.id));
+            _n := sse.send('wishlists:updated', format('{"id": "%s"}', OLD.id), _all);
             -- The cascade's item and mark triggers will stay silent: announce them here.
             FOR _r IN
                 SELECT i.id,
@@ -242,22 +330,21 @@ BEGIN
                   FROM public.items i
                  WHERE i.wishlist_id = OLD.id
             LOOP
-                PERFORM sse.emit('items:updated', _all,
-                                 jsonb_build_object('id', _r.id, 'wishlist_id', OLD.id));
+                _n := sse.send('items:updated',
+                               format('{"id": "%s", "wishlist_id": "%s"}', _r.id, OLD.id), _all);
                 IF cardinality(_r.markers) > 0 THEN
-                    PERFORM sse.emit('marks:updated',
-                                     array_remove(_viewers || _r.markers, OLD.user_id),
-                                     jsonb_build_object('item_id', _r.id, 'wishlist_id', OLD.id));
+                    _n := sse.send('marks:updated',
+                                   format('{"item_id": "%s", "wishlist_id": "%s"}', _r.id, OLD.id),
+                                   ARRAY(SELECT DISTINCT u FROM unnest(_viewers || _r.markers) AS u
+                                         WHERE u <> OLD.user_id));
                 END IF;
             END LOOP;
         ELSE
-            _all := ARRAY(SELECT b.user_id FROM public.shared_wishlist_bookmarks b
-                          WHERE b.wishlist_id = NEW.id AND b.user_id <> NEW.user_id);
-            _all := array_prepend(NEW.user_id, _all);
-            IF TG_OP = 'UPDATE' AND OLD.user_id IS DISTINCT FROM NEW.user_id THEN
-                _all := array_prepend(OLD.user_id, _all);  -- the previous owner too
-            END IF;
-            PERFORM sse.emit('wishlists:updated', _all, jsonb_build_object('id', NEW.id));
+            _n := sse.send('wishlists:updated', format('{"id": "%s"}', NEW.id),
+                           array_prepend(NEW.user_id,
+                                         ARRAY(SELECT b.user_id FROM public.shared_wishlist_bookmarks b
+                                               WHERE b.wishlist_id = NEW.id
+                                                 AND b.user_id <> NEW.user_id)));
         END IF;
     EXCEPTION WHEN OTHERS THEN
         RAISE WARNING 'sse: % on %.% not notified: % (SQLSTATE %)',
@@ -270,12 +357,49 @@ BEGIN
 END
 $$;
 
+-- wishlists: UPDATE. wishlists:updated to the owner and the viewers, and to
+-- the previous owner when the owner changed.
+CREATE OR REPLACE FUNCTION sse.on_wishlist_update() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    _all  uuid[];
+    _n    int;
+    _sent boolean;
+BEGIN
+    BEGIN
+        -- @@ no-op UPDATE test @@
+        _all := array_prepend(NEW.user_id,
+                              ARRAY(SELECT b.user_id FROM public.shared_wishlist_bookmarks b
+                                    WHERE b.wishlist_id = NEW.id AND b.user_id <> NEW.user_id));
+        IF OLD.user_id IS DISTINCT FROM NEW.user_id THEN
+            -- The previous owner too, who may be a viewer by now.
+            _n := sse.send('wishlists:updated', format('{"id": "%s"}', NEW.id),
+                           ARRAY(SELECT DISTINCT u FROM unnest(array_prepend(OLD.user_id, _all)) AS u));
+        ELSIF cardinality(_all) <= 150 AND pg_notification_queue_usage() < 0.9 THEN
+            -- sse.send(), written out for the common case: one notification.
+            _sent := pg_notify(sse.channel(), format(
+                '{"id":%s,"ts":%s,"event":"wishlists:updated","data":{"id": "%s"},"users":["%s"]}',
+                nextval('sse.event_id'), extract(epoch FROM clock_timestamp()),
+                NEW.id, array_to_string(_all, '","'))) IS NOT NULL;
+        ELSE
+            _n := sse.send('wishlists:updated', format('{"id": "%s"}', NEW.id), _all);
+        END IF;
+    EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'sse: % on %.% not notified: % (SQLSTATE %)',
+            TG_OP, TG_TABLE_SCHEMA, TG_TABLE_NAME, SQLERRM, SQLSTATE;
+    END;
+    RETURN NULL;
+END
+$$;
+
+-- items: INSERT and DELETE.
 CREATE OR REPLACE FUNCTION sse.on_item() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     _owner   uuid;
     _viewers uuid[];
     _markers uuid[];
+    _n       int;
 BEGIN
     BEGIN
         IF TG_OP = 'DELETE' THEN
@@ -286,42 +410,21 @@ BEGIN
               FROM public.wishlists w
              WHERE w.id = OLD.wishlist_id;
             IF FOUND THEN  -- else: inside the wishlist's cascade, already announced
-                PERFORM sse.emit('items:updated', array_prepend(_owner, _viewers),
-                                 jsonb_build_object('id', OLD.id, 'wishlist_id', OLD.wishlist_id));
+                _n := sse.send('items:updated',
+                               format('{"id": "%s", "wishlist_id": "%s"}', OLD.id, OLD.wishlist_id),
+                               array_prepend(_owner, _viewers));
                 -- The cascade's mark triggers will stay silent: announce them here.
                 _markers := ARRAY(SELECT m.user_id FROM public.marks m WHERE m.item_id = OLD.id);
                 IF cardinality(_markers) > 0 THEN
-                    PERFORM sse.emit('marks:updated', array_remove(_viewers || _markers, _owner),
-                                     jsonb_build_object('item_id', OLD.id,
-                                                        'wishlist_id', OLD.wishlist_id));
+                    _n := sse.send('marks:updated',
+                                   format('{"item_id": "%s", "wishlist_id": "%s"}',
+                                          OLD.id, OLD.wishlist_id),
+                                   ARRAY(SELECT DISTINCT u FROM unnest(_viewers || _markers) AS u
+                                         WHERE u <> _owner));
                 END IF;
             END IF;
-        ELSIF TG_OP = 'UPDATE'
-              AND OLD.status::text IS DISTINCT FROM NEW.status::text
-              AND NEW.status::text IN ('RESOLVED', 'FAILED') THEN
-            -- The owner gets items:resolved instead of items:updated; viewers
-            -- get items:updated.
-            SELECT w.user_id,
-                   ARRAY(SELECT b.user_id FROM public.shared_wishlist_bookmarks b
-                         WHERE b.wishlist_id = w.id AND b.user_id <> w.user_id)
-              INTO _owner, _viewers
-              FROM public.wishlists w
-             WHERE w.id = NEW.wishlist_id;
-            IF FOUND THEN
-                PERFORM sse.emit('items:resolved', ARRAY[_owner],
-                                 jsonb_build_object('id', NEW.id,
-                                                    'wishlist_id', NEW.wishlist_id,
-                                                    'status', lower(NEW.status::text),
-                                                    'title', NEW.title));
-                PERFORM sse.emit('items:updated', _viewers,
-                                 jsonb_build_object('id', NEW.id, 'wishlist_id', NEW.wishlist_id));
-            END IF;
         ELSE
-            PERFORM sse.item_updated(NEW.id, NEW.wishlist_id);
-        END IF;
-        IF TG_OP = 'UPDATE' AND OLD.wishlist_id IS DISTINCT FROM NEW.wishlist_id THEN
-            -- Moved: the old wishlist's audience sees the item leave.
-            PERFORM sse.item_updated(OLD.id, OLD.wishlist_id);
+            _n := sse.items_updated(NEW.id, NEW.wishlist_id);
         END IF;
     EXCEPTION WHEN OTHERS THEN
         RAISE WARNING 'sse: % on %.% not notified: % (SQLSTATE %)',
@@ -334,20 +437,88 @@ BEGIN
 END
 $$;
 
+-- items: UPDATE. The owner gets items:resolved instead of items:updated when
+-- the status becomes RESOLVED or FAILED (the viewers get items:updated); a
+-- move also tells the old wishlist's audience.
+CREATE OR REPLACE FUNCTION sse.on_item_update() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    _all     uuid[];
+    _owner   uuid;
+    _viewers uuid[];
+    _n       int;
+    _sent    boolean;
+BEGIN
+    BEGIN
+        -- @@ no-op UPDATE test @@
+        IF OLD.status IS NOT DISTINCT FROM NEW.status
+           AND OLD.wishlist_id IS NOT DISTINCT FROM NEW.wishlist_id THEN
+            -- The hot path: sse.items_updated(NEW.id, NEW.wishlist_id), written out.
+            SELECT array_prepend(w.user_id,
+                                 ARRAY(SELECT b.user_id FROM public.shared_wishlist_bookmarks b
+                                       WHERE b.wishlist_id = w.id AND b.user_id <> w.user_id))
+              INTO _all
+              FROM public.wishlists w
+             WHERE w.id = NEW.wishlist_id;
+            IF cardinality(_all) <= 150 AND pg_notification_queue_usage() < 0.9 THEN
+                _sent := pg_notify(sse.channel(), format(
+                    '{"id":%s,"ts":%s,"event":"items:updated",'
+                    '"data":{"id": "%s", "wishlist_id": "%s"},"users":["%s"]}',
+                    nextval('sse.event_id'), extract(epoch FROM clock_timestamp()),
+                    NEW.id, NEW.wishlist_id, array_to_string(_all, '","'))) IS NOT NULL;
+            ELSE
+                _n := sse.send('items:updated',
+                               format('{"id": "%s", "wishlist_id": "%s"}', NEW.id, NEW.wishlist_id),
+                               _all);
+            END IF;
+            RETURN NULL;
+        END IF;
+        IF OLD.status::text IS DISTINCT FROM NEW.status::text
+           AND NEW.status::text IN ('RESOLVED', 'FAILED') THEN
+            SELECT w.user_id,
+                   ARRAY(SELECT b.user_id FROM public.shared_wishlist_bookmarks b
+                         WHERE b.wishlist_id = w.id AND b.user_id <> w.user_id)
+              INTO _owner, _viewers
+              FROM public.wishlists w
+             WHERE w.id = NEW.wishlist_id;
+            IF FOUND THEN
+                _n := sse.send('items:resolved',
+                               jsonb_build_object('id', NEW.id,
+                                                  'wishlist_id', NEW.wishlist_id,
+                                                  'status', lower(NEW.status::text),
+                                                  'title', NEW.title)::text,
+                               ARRAY[_owner]);
+                _n := sse.send('items:updated',
+                               format('{"id": "%s", "wishlist_id": "%s"}', NEW.id, NEW.wishlist_id),
+                               _viewers);
+            END IF;
+        ELSE
+            _n := sse.items_updated(NEW.id, NEW.wishlist_id);
+        END IF;
+        IF OLD.wishlist_id IS DISTINCT FROM NEW.wishlist_id THEN
+            -- Moved: the old wishlist's audience sees the item leave.
+            _n := sse.items_updated(OLD.id, OLD.wishlist_id);
+        END IF;
+    EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'sse: % on %.% not notified: % (SQLSTATE %)',
+            TG_OP, TG_TABLE_SCHEMA, TG_TABLE_NAME, SQLERRM, SQLSTATE;
+    END;
+    RETURN NULL;
+END
+$$;
+
+-- marks: INSERT and DELETE.
 CREATE OR REPLACE FUNCTION sse.on_mark() RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    _n int;
 BEGIN
     BEGIN
         IF TG_OP = 'DELETE' THEN
             -- Silent when the item or its wishlist is gone (cascade, announced).
-            PERFORM sse.mark_updated(OLD.item_id, ARRAY[OLD.user_id]);
-        ELSIF TG_OP = 'INSERT' THEN
-            PERFORM sse.mark_updated(NEW.item_id, ARRAY[NEW.user_id]);
-        ELSIF OLD.item_id IS NOT DISTINCT FROM NEW.item_id THEN
-            PERFORM sse.mark_updated(NEW.item_id, ARRAY[NEW.user_id, OLD.user_id]);
+            _n := sse.marks_updated(OLD.item_id, ARRAY[OLD.user_id]);
         ELSE
-            PERFORM sse.mark_updated(OLD.item_id, ARRAY[OLD.user_id]);
-            PERFORM sse.mark_updated(NEW.item_id, ARRAY[NEW.user_id]);
+            _n := sse.marks_updated(NEW.item_id, ARRAY[NEW.user_id]);
         END IF;
     EXCEPTION WHEN OTHERS THEN
         RAISE WARNING 'sse: % on %.% not notified: % (SQLSTATE %)',
@@ -356,6 +527,28 @@ BEGIN
     IF TG_OP = 'DELETE' THEN
         RETURN OLD;
     END IF;
+    RETURN NULL;
+END
+$$;
+
+-- marks: UPDATE.
+CREATE OR REPLACE FUNCTION sse.on_mark_update() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    _n int;
+BEGIN
+    BEGIN
+        -- @@ no-op UPDATE test @@
+        IF OLD.item_id IS NOT DISTINCT FROM NEW.item_id THEN
+            _n := sse.marks_updated(NEW.item_id, ARRAY[NEW.user_id, OLD.user_id]);
+        ELSE
+            _n := sse.marks_updated(OLD.item_id, ARRAY[OLD.user_id]);
+            _n := sse.marks_updated(NEW.item_id, ARRAY[NEW.user_id]);
+        END IF;
+    EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'sse: % on %.% not notified: % (SQLSTATE %)',
+            TG_OP, TG_TABLE_SCHEMA, TG_TABLE_NAME, SQLERRM, SQLSTATE;
+    END;
     RETURN NULL;
 END
 $$;
@@ -366,16 +559,18 @@ $$;
 -- marks). Bookmark UPDATEs (last_accessed_at on every visit) send nothing.
 CREATE OR REPLACE FUNCTION sse.on_bookmark() RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    _n int;
 BEGIN
     BEGIN
         IF TG_OP = 'DELETE' THEN
             IF EXISTS (SELECT 1 FROM public.wishlists w WHERE w.id = OLD.wishlist_id) THEN
-                PERFORM sse.emit('wishlists:updated', ARRAY[OLD.user_id],
-                                 jsonb_build_object('id', OLD.wishlist_id));
+                _n := sse.send('wishlists:updated', format('{"id": "%s"}', OLD.wishlist_id),
+                               ARRAY[OLD.user_id]);
             END IF;  -- else: inside the wishlist's cascade, already announced
         ELSE
-            PERFORM sse.emit('wishlists:updated', ARRAY[NEW.user_id],
-                             jsonb_build_object('id', NEW.wishlist_id));
+            _n := sse.send('wishlists:updated', format('{"id": "%s"}', NEW.wishlist_id),
+                           ARRAY[NEW.user_id]);
         END IF;
     EXCEPTION WHEN OTHERS THEN
         RAISE WARNING 'sse: % on %.% not notified: % (SQLSTATE %)',
@@ -388,39 +583,62 @@ BEGIN
 END
 $$;
 
+-- Functions of earlier versions of this file.
+DO $do$
+BEGIN
+    IF to_regprocedure('sse.item_updated(uuid, uuid)') IS NOT NULL THEN
+        DROP FUNCTION sse.item_updated(uuid, uuid);
+    END IF;
+    IF to_regprocedure('sse.mark_updated(uuid, uuid[])') IS NOT NULL THEN
+        DROP FUNCTION sse.mark_updated(uuid, uuid[]);
+    END IF;
+END
+$do$;
+
 GRANT EXECUTE ON FUNCTION
-    sse.channel(), sse.emit(text, uuid[], jsonb),
-    sse.item_updated(uuid, uuid), sse.mark_updated(uuid, uuid[]),
-    sse.on_wishlist(), sse.on_item(), sse.on_mark(), sse.on_bookmark()
+    sse.channel(), sse.send(text, text, uuid[]), sse.emit(text, uuid[], jsonb),
+    sse.items_updated(uuid, uuid), sse.marks_updated(uuid, uuid[]),
+    sse.on_wishlist(), sse.on_wishlist_update(), sse.on_item(), sse.on_item_update(),
+    sse.on_mark(), sse.on_mark_update(), sse.on_bookmark()
 TO PUBLIC;
 
 
 -- ---------------------------------------------------------------------------
--- Triggers (all named sse_*; uninstall.sql finds them by that prefix)
+-- No-op UPDATEs, and the triggers (all named sse_*; uninstall.sql finds them
+-- by that prefix)
 -- ---------------------------------------------------------------------------
 
 DO $do$
 DECLARE
-    -- table, trigger name stem, function
+    -- table, trigger name stem, INSERT/DELETE function, UPDATE function
     _spec   text[] := ARRAY[
-        ['wishlists', 'sse_wishlists', 'on_wishlist'],
-        ['items', 'sse_items', 'on_item'],
-        ['marks', 'sse_marks', 'on_mark'],
-        ['shared_wishlist_bookmarks', 'sse_bookmarks', 'on_bookmark']];
+        ['wishlists', 'sse_wishlists', 'on_wishlist', 'on_wishlist_update'],
+        ['items', 'sse_items', 'on_item', 'on_item_update'],
+        ['marks', 'sse_marks', 'on_mark', 'on_mark_update'],
+        ['shared_wishlist_bookmarks', 'sse_bookmarks', 'on_bookmark', NULL]];
+    -- Compared first, on their own: the core API sets updated_at on every
+    -- write, so this one comparison settles almost every UPDATE.
+    _first  text[] := ARRAY['updated_at'];
+    _marker text := '-- @@ no-op UPDATE test @@';
     _wanted text[] := ARRAY[]::text[];
     _i      int;
     _table  regclass;
     _stem   text;
     _fn     text;
+    _upd    text;
     _col    record;
     _cmp    text;
-    _cond   text;
+    _head   text;
+    _rest   text;
+    _test   text;
+    _src    text;
     _old    record;
 BEGIN
     FOR _i IN 1 .. array_length(_spec, 1) LOOP
         _table := format('public.%I', _spec[_i][1])::regclass;
         _stem := _spec[_i][2];
         _fn := _spec[_i][3];
+        _upd := _spec[_i][4];
 
         EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER INSERT ON %s'
                        ' FOR EACH ROW EXECUTE FUNCTION sse.%I()',
@@ -430,20 +648,37 @@ BEGIN
                        _stem || '_delete', _table, _fn);
         _wanted := _wanted || (_stem || '_insert') || (_stem || '_delete');
 
-        CONTINUE WHEN _spec[_i][1] = 'shared_wishlist_bookmarks';
+        CONTINUE WHEN _upd IS NULL;
 
-        -- UPDATE fires only when some column changed. Compare column by column
-        -- (a whole-row comparison fails on json, which has no equality
-        -- operator); a type without "=" is compared as text. Generated from
-        -- the live columns, so a re-install covers columns added since.
-        _cond := NULL;
+        -- The no-op test: nothing to send unless some column changed. Compare
+        -- column by column (a whole-row comparison fails on json, which has
+        -- no equality operator, and would detoast every large value); a type
+        -- without "=" is compared as text. Generated from the live columns,
+        -- so a re-install covers columns added since. OR stops at the first
+        -- change: compare fixed-width columns (status...) before bounded, then
+        -- unbounded varlena ones (image_base64 would be detoasted twice).
+        --
+        -- It is a test in the function, not the trigger's WHEN clause: a WHEN
+        -- clause is parsed and planned again by every statement. PL/pgSQL
+        -- compiles an expression once per transaction that reaches it, so the
+        -- _first columns get an IF of their own and the long rest is only
+        -- compiled when they did not change:
+        --     IF NOT (OLD.updated_at IS DISTINCT FROM NEW.updated_at) THEN
+        --         IF NOT (OLD.id IS DISTINCT FROM NEW.id OR ...) THEN
+        --             RETURN NULL;
+        --         END IF;
+        --     END IF;
+        -- A column dropped or renamed later makes the test fail, and so every
+        -- UPDATE notification of its table (a WARNING each, the write goes
+        -- through) until the next install; but unlike a WHEN clause, which
+        -- depends on the columns it names, it never blocks the core API's
+        -- ALTER TABLE ... DROP COLUMN.
+        _head := NULL;
+        _rest := NULL;
         FOR _col IN
             SELECT a.attname, format_type(a.atttypid, NULL) AS typ
               FROM pg_attribute a
              WHERE a.attrelid = _table AND a.attnum > 0 AND NOT a.attisdropped
-             -- OR stops at the first change: compare fixed-width columns
-             -- (updated_at, status...) before bounded, then unbounded
-             -- varlena ones (image_base64 would be detoasted twice).
              ORDER BY CASE WHEN a.attlen > 0 THEN 0 WHEN a.atttypmod >= 0 THEN 1 ELSE 2 END,
                       a.attnum
         LOOP
@@ -453,11 +688,31 @@ BEGIN
             EXCEPTION WHEN OTHERS THEN
                 _cmp := format('OLD.%1$I::text IS DISTINCT FROM NEW.%1$I::text', _col.attname);
             END;
-            _cond := coalesce(_cond || ' OR ', '') || _cmp;
+            IF _col.attname = ANY (_first) THEN
+                _head := coalesce(_head || ' OR ', '') || _cmp;
+            ELSE
+                _rest := coalesce(_rest || E'\n            OR ', '') || _cmp;
+            END IF;
         END LOOP;
+        _test := format(E'IF NOT (%s) THEN\n            RETURN NULL;  -- no column changed\n'
+                        || '        END IF;',
+                        coalesce(_rest, 'false'));
+        IF _head IS NOT NULL THEN
+            _test := format(E'IF NOT (%s) THEN\n            %s\n        END IF;',
+                            _head, replace(_test, E'\n', E'\n    '));
+        END IF;
+        _src := (SELECT p.prosrc FROM pg_proc p
+                  WHERE p.oid = format('sse.%I()', _upd)::regprocedure);
+        IF strpos(_src, _marker) = 0 THEN
+            RAISE EXCEPTION 'sse.%() lacks the line "%"', _upd, _marker;
+        END IF;
+        EXECUTE format('CREATE OR REPLACE FUNCTION sse.%I() RETURNS trigger'
+                       ' LANGUAGE plpgsql AS %L',
+                       _upd, replace(_src, _marker, _test));
+
         EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER UPDATE ON %s'
-                       ' FOR EACH ROW WHEN (%s) EXECUTE FUNCTION sse.%I()',
-                       _stem || '_update', _table, _cond, _fn);
+                       ' FOR EACH ROW EXECUTE FUNCTION sse.%I()',
+                       _stem || '_update', _table, _upd);
         _wanted := _wanted || (_stem || '_update');
     END LOOP;
 

@@ -68,6 +68,12 @@ class Dispatcher:
         self._inbox.append((_UP, "listen_reconnected", 0.0))
         self._wake()
 
+    def gap(self, reason: str) -> None:
+        """Events were lost upstream, here: everybody gets ``sync:reset``."""
+        self._inbox.append((_DOWN, reason, 0.0))
+        self._inbox.append((_UP, reason, 0.0))
+        self._wake()
+
     def listen_down(self, reason: str) -> None:
         """The LISTEN connection is gone; what follows is a gap."""
         self._inbox.append((_DOWN, reason, 0.0))

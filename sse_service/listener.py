@@ -27,6 +27,7 @@ from sse_service.stats import Stats
 log = logging.getLogger("sse_service.listener")
 
 APPLICATION_NAME = "sse-service-listener"
+_PROBE = "SELECT coalesce(pg_sequence_last_value(to_regclass('sse.dropped_events')), 0)"
 
 
 @dataclass(slots=True)
@@ -103,6 +104,7 @@ class Listener:
         self._up()
         probe_interval = self._settings.listen_probe_interval
         probe_timeout = self._settings.listen_probe_timeout
+        dropped = await self._probe(conn, probe_timeout)
         while True:
             try:
                 await asyncio.wait_for(lost.wait(), probe_interval)
@@ -110,10 +112,23 @@ class Listener:
                 pass
             if lost.is_set():
                 raise ConnectionLost("the server closed the connection")
-            try:
-                await conn.fetchval("SELECT 1", timeout=probe_timeout)
-            except TimeoutError:
-                raise ConnectionLost(f"no answer to a probe within {probe_timeout} s") from None
+            now_dropped = await self._probe(conn, probe_timeout)
+            if now_dropped != dropped:
+                # The triggers dropped events (a NOTIFY queue 90 % full): a gap.
+                log.warning("the triggers dropped %d events (NOTIFY queue full)",
+                            now_dropped - dropped)
+                dropped = now_dropped
+                self._dispatcher.gap("events_dropped")
+
+    @staticmethod
+    async def _probe(conn: Any, limit: float) -> int:
+        """One round trip (a lost network shows as a timeout); it also reads how
+        many events the triggers had to drop so far (0 without our schema)."""
+        try:
+            value = await conn.fetchval(_PROBE, timeout=limit)
+        except TimeoutError:
+            raise ConnectionLost(f"no answer to a probe within {limit} s") from None
+        return int(value)
 
     def _session_was_healthy(self) -> bool:
         """Whether the session that just ended listened for at least 10 s."""
