@@ -12,16 +12,16 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
 
-from sse_service import sqlinstall
+from sse_service.bench import database as bench_database
+from sse_service.bench.database import drop_database
 from tests.pgserver import PrivateCluster, server_answers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,40 +31,13 @@ SCHEMA_SQL = Path(
 DEFAULT_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
-def with_database(dsn: str, dbname: str) -> str:
-    """``dsn`` pointed at another database on the same server."""
-    parts = urlsplit(dsn)
-    return urlunsplit(parts._replace(path="/" + dbname))
-
-
 async def create_database(admin_dsn: str, *, install: bool = True) -> str:
     """A new database with the core API's schema (and our triggers); its DSN."""
     if not SCHEMA_SQL.is_file():
         raise RuntimeError(f"schema not found at {SCHEMA_SQL} (set SSE_TEST_SCHEMA_SQL)")
-    name = "sse_test_" + uuid.uuid4().hex[:12]
-    admin = await asyncpg.connect(admin_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    dsn = with_database(admin_dsn, name)
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(SCHEMA_SQL.read_text(encoding="utf-8"))
-        if install:
-            await sqlinstall.install(conn)
-    finally:
-        await conn.close()
-    return dsn
-
-
-async def drop_database(admin_dsn: str, dsn: str) -> None:
-    name = urlsplit(dsn).path.lstrip("/")
-    admin = await asyncpg.connect(admin_dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    return await bench_database.create_database(
+        admin_dsn, SCHEMA_SQL.read_text(encoding="utf-8"), install=install,
+        channel="sse_events", prefix="sse_test_")
 
 
 @pytest.fixture(scope="session")

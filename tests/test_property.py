@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from sse_service.ids import IdCodec
 from tests import factories
 from tests.conftest import NotificationLog
+from tests.guarantee import check_stream
 from tests.harness import JWT_KEY, Running, running, settings_for, token
 from tests.sseclient import SSE, SSEClient
 
@@ -96,24 +97,7 @@ async def scenario(dsn: str, ops: list[tuple[int | str, ...]]) -> None:
             continue
         mine = [IdCodec(JWT_KEY).public(str(p["id"])) for p in log.payloads[c.since:]
                 if c.user in p["users"]]
-        order = {eid: i for i, eid in enumerate(mine)}
-        got = [e.id for e in c.timeline if e.event == "items:updated"]
-        assert all(g in order for g in got), "received an event that was not addressed to it"
-        positions = [order[g] for g in got if g is not None]
-        assert positions == sorted(set(positions)), "duplicated or reordered"
-        for m in sorted(set(range(len(mine))) - set(positions)):
-            assert reset_covers(c.timeline, order, m), f"event #{m} of {len(mine)} lost silently"
-
-
-def reset_covers(timeline: list[SSE], order: dict[str, int], m: int) -> bool:
-    for idx, e in enumerate(timeline):
-        if e.event != "sync:reset":
-            continue
-        before = [order[x.id] for x in timeline[:idx] if x.event == "items:updated" and x.id]
-        after = [order[x.id] for x in timeline[idx + 1:] if x.event == "items:updated" and x.id]
-        if (not before or max(before) < m) and (not after or min(after) > m):
-            return True
-    return False
+        check_stream(c.timeline, mine)
 
 
 @settings(max_examples=15, deadline=None, derandomize=True,

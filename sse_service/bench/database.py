@@ -36,9 +36,9 @@ def read_schema(schema: Path) -> str:
 
 
 async def create_database(admin_dsn: str, schema_sql: str, *, install: bool,
-                          channel: str) -> str:
-    """A new database ``sse_bench_<random>`` with the core schema (and triggers)."""
-    name = "sse_bench_" + uuid.uuid4().hex[:12]
+                          channel: str, prefix: str = "sse_bench_") -> str:
+    """A new database ``<prefix><random>`` with the core schema (and triggers)."""
+    name = prefix + uuid.uuid4().hex[:12]
     admin = await asyncpg.connect(admin_dsn)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
