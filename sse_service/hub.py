@@ -54,11 +54,11 @@ class Hub:
     def attach(self, sub: Subscriber, last_event_id: str | None) -> None:
         """Register ``sub`` and write its preamble: ``retry:``, then a replay or a reset."""
         self.flush()  # nothing staged may overtake, or follow, the replay
-        history = self.history
-        blocks = [encode(retry=self.retry_ms)]
         if self.closing:  # accepted just as the shutdown began
             sub.close("shutdown", final=encode(retry=self.retry_ms, comment="server restarting"))
             return
+        history = self.history
+        blocks = [encode(retry=self.retry_ms)]
         if not last_event_id:
             if history.resume_point is not None:
                 blocks.append(encode(id=history.resume_point))  # a resume point for later
