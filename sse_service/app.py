@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -14,7 +13,6 @@ from aiohttp import web
 
 from sse_service import routes
 from sse_service.errors import error_middleware
-from sse_service.events import encode
 from sse_service.settings import Settings
 from sse_service.state import SERVICE, Service
 
@@ -87,11 +85,6 @@ async def _housekeeping(service: Service) -> None:
 async def _close_streams(app: web.Application) -> None:
     """On shutdown: tell every stream to come back soon (jittered), then end it."""
     service = app[SERVICE]
-    base = service.settings.shutdown_retry_ms
-    service.hub.closing = True
-    subs = service.hub.subscribers()
-    for sub in subs:
-        retry = random.randint(base // 2, base + base // 2) if base else 0
-        sub.close("shutdown", final=encode(comment="server restarting", retry=retry))
-    if subs:
-        log.info("closed %d streams for shutdown", len(subs))
+    closed = service.hub.shutdown(service.settings.shutdown_retry_ms)
+    if closed:
+        log.info("closed %d streams for shutdown", closed)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from sse_service.errors import OverCapacity
 from sse_service.events import ID_RE, Event, dumps, encode, frame, ping
@@ -37,7 +37,7 @@ class Hub:
         # Staged by deliver(), written by flush(): an event, or the SSE blocks of several.
         self._pending: dict[Subscriber, Event | list[bytes]] = {}
         self.count = 0
-        self.closing = False  # set when the shutdown begins: no stream may start
+        self._shutdown_retry_ms: int | None = None  # set when the shutdown begins
 
     # -- streams -------------------------------------------------------------
 
@@ -54,8 +54,8 @@ class Hub:
     def attach(self, sub: Subscriber, last_event_id: str | None) -> None:
         """Register ``sub`` and write its preamble: ``retry:``, then a replay or a reset."""
         self.flush()  # nothing staged may overtake, or follow, the replay
-        if self.closing:  # accepted just as the shutdown began
-            sub.close("shutdown", final=encode(retry=self.retry_ms, comment="server restarting"))
+        if self._shutdown_retry_ms is not None:  # accepted just as the shutdown began
+            sub.close("shutdown", final=self._restart_notice())
             return
         history = self.history
         blocks = [encode(retry=self.retry_ms)]
@@ -109,18 +109,17 @@ class Hub:
 
     # -- fan-out -------------------------------------------------------------
 
-    def deliver(self, event: Event, users: Iterable[str]) -> int:
+    def deliver(self, event: Event, users: Iterable[str]) -> None:
         """Stage ``event`` for every open stream of ``users``; :meth:`flush` writes.
 
         The dispatcher delivers a batch of notifications (whatever was waiting,
         up to a limit) and then flushes once: a stream that gets several events
         in one batch gets them in one write, one system call. Under load the
         batches grow and the cost per event shrinks; when idle a batch is one
-        notification and nothing waits. Returns the number of streams staged.
+        notification and nothing waits.
         """
         streams = self._streams
         pending = self._pending
-        staged = 0
         for user in users:
             subs = streams.get(user)
             if subs is None:
@@ -133,15 +132,12 @@ class Hub:
                     waiting.append(event.wire)
                 else:
                     pending[sub] = [waiting.wire, event.wire]
-                staged += 1
-        return staged
 
     def flush(self) -> None:
         """Write what :meth:`deliver` staged: one write per stream.
 
-        The hottest loop of the service (:meth:`Subscriber.write` inlined); for
-        a stream with one staged event it writes that event's pre-framed bytes,
-        the same object for every stream.
+        For a stream with one staged event it writes that event's pre-framed
+        bytes, the same object for every stream.
         """
         pending = self._pending
         if not pending:
@@ -155,18 +151,11 @@ class Hub:
                 data = frame(b"".join(waiting), sub.chunked)
             else:
                 count = 1
-                data = waiting.chunk if sub.chunked else waiting.wire
-            transport = sub.transport
-            if sub.closed or transport.is_closing():
-                sub.close("disconnected")
-                dropped += count
-                continue
-            transport.write(data)
-            if transport.get_write_buffer_size() > sub.max_buffer:
-                sub.close("slow_consumer", abort=True)
-                dropped += count
-            else:
+                data = waiting.framed(sub.chunked)
+            if sub.write(data):
                 delivered += count
+            else:
+                dropped += count
         self.stats.events_delivered += delivered
         self.stats.events_dropped += dropped
 
@@ -191,10 +180,25 @@ class Hub:
             log.info("sent sync:reset to %d streams: %s", self.count, reason)
         self.broadcast(self._reset_block(reason, count=False))
 
-    def close_all(self, reason: str, final: bytes | None = None) -> None:
+    def close_all(self, reason: str, final: Callable[[], bytes] | None = None) -> int:
+        """End every open stream, each after the block ``final()`` makes (if any)."""
         self.flush()
-        for sub in self.subscribers():
-            sub.close(reason, final=final)
+        subs = self.subscribers()
+        for sub in subs:
+            sub.close(reason, final=None if final is None else final())
+        return len(subs)
+
+    def shutdown(self, retry_ms: int) -> int:
+        """Refuse new streams, and end every open one telling it to come back after
+        about ``retry_ms`` (jittered ±50 %, so that clients do not return in one
+        burst). Returns how many streams were open."""
+        self._shutdown_retry_ms = retry_ms
+        return self.close_all("shutdown", final=self._restart_notice)
+
+    def _restart_notice(self) -> bytes:
+        base = self._shutdown_retry_ms or 0
+        retry = random.randint(base // 2, base + base // 2) if base else 0
+        return encode(comment="server restarting", retry=retry)
 
     def _reset_block(self, reason: str, count: bool = True) -> bytes:
         if count:

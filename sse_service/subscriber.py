@@ -33,10 +33,7 @@ class Subscriber:
         self.expiry: asyncio.TimerHandle | None = None
 
     def write(self, framed: bytes) -> bool:
-        """Queue already-framed bytes; False (and closed) if the stream is gone or stuck.
-
-        :meth:`Hub.deliver` inlines this for the fan-out; keep the two alike.
-        """
+        """Queue already-framed bytes; False (and closed) if the stream is gone or stuck."""
         if self.closed:
             return False
         transport = self.transport
@@ -48,10 +45,6 @@ class Subscriber:
             self.close("slow_consumer", abort=True)
             return False
         return True
-
-    def send(self, payload: bytes) -> bool:
-        """Frame an unframed SSE block for this stream and write it."""
-        return self.write(frame(payload, self.chunked))
 
     def close(self, reason: str, *, final: bytes | None = None, abort: bool = False) -> None:
         """End the stream, optionally after one last SSE block. Idempotent."""

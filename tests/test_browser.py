@@ -236,7 +236,7 @@ async def test_browser_eventsource_live_resume_and_restart(
             # (b) The stream is cut (as a proxy would); a change happens while the
             # browser waits to reconnect; its own Last-Event-ID gets it replayed.
             replayed_before = svc.service.stats.replayed_events
-            svc.service.hub.close_all("test_cut", final=encode(retry=1500))
+            svc.service.hub.close_all("test_cut", final=lambda: encode(retry=1500))
             await svc.wait_streams(0)
             received = svc.service.stats.notifications_received
             second = await factories.item(db, wishlist, "Teapot")
