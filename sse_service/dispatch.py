@@ -56,11 +56,10 @@ class Dispatcher:
         """The notification callback's whole work: enqueue."""
         inbox = self._inbox
         if len(inbox) >= self._size:
-            inbox.clear()
-            inbox.append((_DOWN, "inbox_overflow", 0.0))
-            inbox.append((_UP, "inbox_overflow", 0.0))
-        else:
-            inbox.append((_NOTIFY, payload, time.monotonic()))
+            inbox.clear()  # what was queued is lost with this one: say so
+            self.gap("inbox_overflow")
+            return
+        inbox.append((_NOTIFY, payload, time.monotonic()))
         self._wake()
 
     def listen_up(self) -> None:

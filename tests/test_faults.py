@@ -232,3 +232,25 @@ async def test_events_dropped_by_the_triggers_reach_clients_as_a_reset(
     assert ev.event == "sync:reset" and ev.json == {"reason": "events_dropped"}
     assert service.service.listener.state.connected  # a gap, not a lost connection
     await c.close()
+
+
+async def test_inbox_overflow_becomes_a_reset(database_dsn: str, db: Any) -> None:
+    """A burst bigger than SSE_INBOX_SIZE: what is lost is announced, not skipped."""
+    async with running(settings_for(database_dsn, SSE_INBOX_SIZE="5")) as svc:
+        user = str(uuid.uuid4())
+        c = await SSEClient.open(svc.port, token=token(user))
+        await svc.wait_streams(1)
+        async with db.transaction():  # all 50 arrive together, before any drain
+            for n in range(50):
+                await db.execute("SELECT pg_notify('sse_events', $1)", json.dumps(
+                    {"event": "items:updated", "users": [user], "data": {"n": n}}))
+        events = await c.events_within(1.0)
+        resets = [e for e in events if e.event == "sync:reset"]
+        assert resets and resets[0].json == {"reason": "inbox_overflow"}
+        got = [e.json["n"] for e in events if e.event == "items:updated"]
+        assert len(got) < 50 and got == sorted(got)
+        assert svc.service.stats.resets["inbox_overflow"] >= 1
+        await db.execute("SELECT pg_notify('sse_events', $1)", json.dumps(
+            {"event": "items:updated", "users": [user], "data": {"n": 99}}))
+        assert (await next_real_event(c)).json == {"n": 99}
+        await c.close()
