@@ -100,11 +100,14 @@ class Listener:
     async def _session(self, conn: Any) -> None:
         lost = asyncio.Event()
         conn.add_termination_listener(lambda _conn: lost.set())
-        await conn.add_listener(self._settings.channel, self._on_notification)
-        self._up()
         probe_interval = self._settings.listen_probe_interval
         probe_timeout = self._settings.listen_probe_timeout
+        # The drop counter's baseline is read before LISTEN: a drop from before is
+        # covered by the reset that _up() causes anyway (at worst a second reset),
+        # whereas a baseline read after LISTEN could swallow a drop in between.
         dropped = await self._probe(conn, probe_timeout)
+        await conn.add_listener(self._settings.channel, self._on_notification)
+        self._up()
         while True:
             try:
                 await asyncio.wait_for(lost.wait(), probe_interval)
