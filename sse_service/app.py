@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from sse_service import routes
-from sse_service.errors import error_middleware
 from sse_service.settings import Settings
 from sse_service.state import SERVICE, Service
 
@@ -29,7 +28,7 @@ def create_app(settings: Settings, *, exit_on_crash: bool = False) -> web.Applic
     makes the process shut down and exit non-zero, so that systemd restarts it
     rather than leaving it serving streams that never receive an event.
     """
-    app = web.Application(middlewares=[error_middleware])
+    app = web.Application()  # no middleware: see errors.json_errors
     app[SERVICE] = Service.build(settings)
     app[EXIT_ON_CRASH] = exit_on_crash
     routes.setup(app)

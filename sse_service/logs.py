@@ -77,6 +77,8 @@ def setup(level: str, cookie: str = "access_token") -> None:
 class AccessLogger(AbstractAccessLogger):
     """``METHOD /path STATUS bytes seconds``, without the query string."""
 
+    __slots__ = ()  # aiohttp makes one per connection: no __dict__ for each
+
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         self.logger.info("%s %s %s %s %.3f", request.method, request.path,
                          response.status, response.body_length, time)

@@ -140,10 +140,9 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
-    """Add ``GET /metrics`` for the app's :class:`Service` (call after it is set)."""
+    """Prepare ``GET /metrics`` for the app's :class:`Service`; routes.py adds the route."""
     service = app[SERVICE]
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ServiceCollector(service))
     app[REGISTRY] = registry
     app[_ALLOWED] = parse_allow(service.settings.metrics_allow)
-    app.router.add_get("/metrics", metrics)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from sse_service.errors import Handler, json_errors, method_not_allowed, not_found
 from sse_service.state import SERVICE
-from sse_service.stream import stream
+from sse_service.stream import STREAM_PATH, stream
 
 
 async def status(request: web.Request) -> web.Response:
@@ -39,12 +40,22 @@ async def readyz(request: web.Request) -> web.Response:
                              status=200 if listen.connected else 503)
 
 
+def add_get(app: web.Application, path: str, handler: Handler, *, head: bool = True) -> None:
+    """``GET path`` (and ``HEAD`` with ``head``); any other method gets a JSON 405."""
+    app.router.add_get(path, handler, allow_head=head)
+    app.router.add_route("*", path, method_not_allowed(["GET", "HEAD"] if head else ["GET"]))
+
+
 def setup(app: web.Application) -> None:
-    app.router.add_get("/api/v1/events/stream", stream, allow_head=False)
-    app.router.add_get("/api/v1/events/status", status, allow_head=False)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
+    """Every route. The stream answers its own errors (see :func:`json_errors` for
+    why); the others are wrapped; unknown paths get a JSON 404."""
+    add_get(app, STREAM_PATH, stream, head=False)
+    add_get(app, "/api/v1/events/status", json_errors(status), head=False)
+    add_get(app, "/healthz", json_errors(healthz))
+    add_get(app, "/readyz", json_errors(readyz))
     if app[SERVICE].settings.metrics_enabled:
         from sse_service import metrics  # prometheus_client only when it is used
 
         metrics.setup(app)
+        add_get(app, "/metrics", json_errors(metrics.metrics))
+    app.router.add_route("*", "/{tail:.*}", not_found)

@@ -13,11 +13,15 @@ import asyncio
 import time
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 from aiohttp_sse import EventSourceResponse
 
+from sse_service.errors import ServiceError, error_response
 from sse_service.events import dumps, encode
 from sse_service.state import SERVICE, Service
 from sse_service.subscriber import Subscriber
+
+STREAM_PATH = "/api/v1/events/stream"
 
 
 class _HubStreamResponse(EventSourceResponse):
@@ -32,22 +36,50 @@ class _HubStreamResponse(EventSourceResponse):
     async def _ping(self) -> None:  # aiohttp-sse 3.x's ping loop (pinned <4)
         return
 
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        writer = await super().prepare(request)
+        # prepare() has started _ping() above as a task, which ends at once; do
+        # not keep the finished Task for the stream's lifetime (~350 bytes).
+        self._ping_task = None
+        return writer
+
 
 async def stream(request: web.Request) -> web.StreamResponse:
+    """The handler: open the stream, then wait, for hours, until it ends.
+
+    Kept small on purpose: this coroutine's frame lives as long as the stream,
+    so the set-up and its locals are in :func:`_open`.
+    """
+    try:
+        response, sub = await _open(request)
+    except (ServiceError, web.HTTPException) as exc:
+        if isinstance(exc, web.HTTPException) and exc.status < 400:
+            raise
+        return error_response(exc)
+    if sub is not None:
+        hub = request.app[SERVICE].hub
+        try:
+            hub.attach(sub, request.headers.get("Last-Event-ID")
+                       or request.query.get("lastEventId"))
+            await sub.done
+        finally:
+            sub.close("disconnected")  # no-op if closed already; cancels the expiry timer
+            hub.detach(sub)
+    return response
+
+
+async def _open(request: web.Request) -> tuple[web.StreamResponse, Subscriber | None]:
+    """Authenticate, check the caps, send the headers: the response and its subscriber
+    (None when the client left while we answered)."""
     service: Service = request.app[SERVICE]
     settings = service.settings
     principal = service.verifier.authenticate(request, settings.token_cookie)
-    hub = service.hub
-    hub.check_capacity()
-    # An empty value means none (as a browser that saw no id would send).
-    last_event_id = request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
-
+    service.hub.check_capacity()
     response = _HubStreamResponse(send_timeout=settings.send_timeout)
     writer = await response.prepare(request)
     transport = request.transport
-    if transport is None or writer is None:  # the client left while we answered
-        return response
-
+    if transport is None or writer is None:
+        return response, None
     sub = Subscriber(
         principal.user_id, transport,
         chunked=bool(getattr(writer, "chunked", False)),
@@ -56,13 +88,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     sub.expiry = asyncio.get_running_loop().call_later(
         max(0.0, principal.expires_at - time.time()), _expire, sub
     )
-    try:
-        hub.attach(sub, last_event_id)
-        await sub.done
-    finally:
-        sub.close("disconnected")  # no-op if closed already; cancels the expiry timer
-        hub.detach(sub)
-    return response
+    return response, sub
 
 
 _EXPIRED = encode(name="auth:expired", data=dumps({"reason": "token_expired"}))
