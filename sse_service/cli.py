@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 import asyncpg
 from aiohttp import web
 
-from sse_service import __version__, logs, sdnotify, sqlinstall
+from sse_service import __version__, logs, sdnotify, sites, sqlinstall
 from sse_service.app import create_app
 from sse_service.events import NAME_RE
 from sse_service.settings import ConfigError, Settings
@@ -134,19 +134,13 @@ async def _serve(settings: Settings, env: Mapping[str, str]) -> int:
                            shutdown_timeout=settings.shutdown_timeout)
     watchdog: asyncio.Task[None] | None = None
     code = EX_OK
-    log.info("sse-service %s starting on %s:%d", __version__, settings.host, settings.port)
+    log.info("sse-service %s starting on %s%s", __version__, sites.tcp_address(settings),
+             f" and {settings.unix_socket}" if settings.unix_socket else "")
     for sig in signals:
         loop.add_signal_handler(sig, on_signal, sig)
     try:
         await runner.setup()
-        site = web.TCPSite(runner, settings.host, settings.port, backlog=settings.backlog)
-        try:
-            await site.start()
-        except OSError as exc:
-            log.error("cannot serve on %s:%d: %s", settings.host, settings.port, exc)
-            notifier.status(f"cannot serve on {settings.host}:{settings.port}: {exc}")
-            code = EX_OSERR
-        if code == EX_OK:
+        async with sites.serving(runner, settings):
             where = ", ".join(_address(a) for a in runner.addresses)
             log.info("serving on %s; waiting for the LISTEN connection", where)
             notifier.status(f"serving on {where}; waiting for the LISTEN connection")
@@ -160,6 +154,10 @@ async def _serve(settings: Settings, env: Mapping[str, str]) -> int:
                 log.info("ready")
                 watchdog = notifier.start_watchdog(lambda: _status(app))
                 await stop.wait()
+    except sites.SiteError as exc:
+        log.error("%s", exc)
+        notifier.status(str(exc))
+        code = EX_OSERR
     finally:
         if watchdog is not None:
             watchdog.cancel()

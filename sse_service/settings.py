@@ -42,6 +42,8 @@ class Settings:
     channel: str = "sse_events"
     host: str = "127.0.0.1"
     port: int = 8090
+    unix_socket: str | None = None
+    unix_socket_mode: int = 0o660
     jwt_algorithms: tuple[str, ...] = ("HS256",)
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
@@ -82,6 +84,8 @@ class Settings:
             channel=r.get("CHANNEL", _channel, "sse_events"),
             host=r.get("HOST", str, "127.0.0.1"),
             port=r.get("PORT", _int_range(0, 65535), 8090),
+            unix_socket=r.get("UNIX_SOCKET", _socket_path, None),
+            unix_socket_mode=r.get("UNIX_SOCKET_MODE", _file_mode, 0o660),
             jwt_algorithms=algorithms,
             jwt_audience=r.get("JWT_AUDIENCE", str, None),
             jwt_issuer=r.get("JWT_ISSUER", str, None),
@@ -192,6 +196,20 @@ def _networks(raw: str) -> tuple[str, ...]:
         except ValueError:
             raise ValueError(f"expected IP addresses or networks, got {entry!r}") from None
     return entries
+
+
+def _socket_path(raw: str) -> str:
+    if not raw.startswith("/"):
+        raise ValueError(f"expected an absolute path, got {raw!r}")
+    if len(raw.encode()) > 107:  # sun_path holds 108 bytes with the terminating NUL
+        raise ValueError("a Unix socket path must be at most 107 bytes long")
+    return raw
+
+
+def _file_mode(raw: str) -> int:
+    if not re.fullmatch(r"0?[0-7]{3}", raw):
+        raise ValueError(f"expected an octal file mode such as 0660, got {raw!r}")
+    return int(raw, 8)
 
 
 def _nonempty(raw: str) -> str:

@@ -59,8 +59,10 @@ class SSEClient:
     async def open(cls, port: int, path: str = "/api/v1/events/stream", *,
                    token: str | None = None, headers: dict[str, str] | None = None,
                    version: str = "1.1", host: str = "127.0.0.1",
-                   rcvbuf: int | None = None) -> SSEClient:
-        if rcvbuf is None:
+                   rcvbuf: int | None = None, unix: str | None = None) -> SSEClient:
+        if unix is not None:  # the service's SSE_UNIX_SOCKET instead of host:port
+            reader, writer = await asyncio.open_unix_connection(unix)
+        elif rcvbuf is None:
             reader, writer = await asyncio.open_connection(host, port)
         else:  # a small receive window, set before the handshake advertises one
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -222,9 +224,13 @@ async def _read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]
 
 
 async def request(port: int, path: str, *, token: str | None = None,
-                  headers: dict[str, str] | None = None, method: str = "GET") -> Response:
+                  headers: dict[str, str] | None = None, method: str = "GET",
+                  unix: str | None = None) -> Response:
     """A plain request/response over the same raw socket code."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    if unix is not None:
+        reader, writer = await asyncio.open_unix_connection(unix)
+    else:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
     lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Connection: close"]
     if token is not None:
         lines.append(f"Authorization: Bearer {token}")

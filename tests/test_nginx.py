@@ -25,8 +25,11 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
-from tests.harness import Running, token
+from sse_service import sites
+from sse_service.app import create_app
+from tests.harness import Running, settings_for, token
 
 ROOT = Path(__file__).resolve().parent.parent
 SITE = ROOT / "systemd" / "nginx-sse-service.conf"
@@ -95,8 +98,10 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TLS | None]:
     yield TLS(cert, key)
 
 
-def site_config(upstream_port: int, listen_port: int, logs: Path, tls: TLS | None) -> str:
-    """The shipped site with the deployment-specific lines pointed at the test's own."""
+def site_config(upstream: int | str, listen_port: int, logs: Path, tls: TLS | None) -> str:
+    """The shipped site with the deployment-specific lines pointed at the test's own.
+
+    ``upstream`` is the service's port, or the path of its Unix socket."""
     text = SITE.read_text()
 
     def sub(pattern: str, replacement: str, count: int = 1) -> None:
@@ -104,7 +109,9 @@ def site_config(upstream_port: int, listen_port: int, logs: Path, tls: TLS | Non
         text, n = re.subn(pattern, replacement, text, flags=re.MULTILINE)
         assert n == count, f"{SITE.name}: expected {count} match(es) of {pattern!r}, got {n}"
 
-    sub(r"^(\s*server\s+)127\.0\.0\.1:8090;", rf"\g<1>127.0.0.1:{upstream_port};")
+    where = f"unix:{upstream}" if isinstance(upstream, str) else f"127.0.0.1:{upstream}"
+    sub(r"^(\s*server\s+)127\.0\.0\.1:8090;", rf"\g<1>{where};")
+    sub(r"^\s*#server unix:/run/sse-service/sse\.sock;\n", "")  # the documented alternative
     sub(r"^\s*listen \[::\]:443 ssl http2;\n", "")
     if tls is not None:
         sub(r"^(\s*listen )443 ssl http2;", rf"\g<1>127.0.0.1:{listen_port} ssl http2;")
@@ -118,7 +125,8 @@ def site_config(upstream_port: int, listen_port: int, logs: Path, tls: TLS | Non
 
 
 @asynccontextmanager
-async def nginx(tmp_path: Path, upstream_port: int, tls: TLS | None) -> AsyncIterator[Nginx]:
+async def nginx(tmp_path: Path, upstream_port: int | str,
+                tls: TLS | None) -> AsyncIterator[Nginx]:
     """A foreground nginx running the shipped site, until the block ends."""
     prefix = tmp_path / "nginx"
     logs = prefix / "logs"
@@ -269,6 +277,34 @@ async def test_events_pass_unbuffered_and_the_token_is_not_logged(
         assert "token" not in line
         assert secret not in proxy.all_logs()
         assert f'"GET {STREAM} HTTP/1.1"' in line
+
+
+async def test_events_pass_over_the_unix_socket(
+        tmp_path: Path, tls: TLS | None, database_dsn: str, db: Any) -> None:
+    """The site's documented alternative upstream: the service's SSE_UNIX_SOCKET."""
+    path = f"/tmp/sse-test-{uuid.uuid4().hex[:12]}.sock"  # sun_path is short
+    settings = settings_for(database_dsn, SSE_UNIX_SOCKET=path)
+    app = create_app(settings)
+    runner = web.AppRunner(app, handler_cancellation=True)
+    await runner.setup()
+    try:
+        async with sites.serving(runner, settings):
+            service = Running(app, runner, runner.addresses[0][1])
+            await service.wait_listening()
+            user = str(uuid.uuid4())
+            async with nginx(tmp_path, path, tls) as proxy, client_session() as session:
+                url = f"{proxy.base}{STREAM}?token={token(user)}"
+                async with open_stream(session, url) as resp:
+                    assert resp.status == 200
+                    lines = response_lines(resp)
+                    await service.wait_streams(1)
+                    await notify(db, user, {"id": "u1", "wishlist_id": "w"})
+                    event, data = await next_event(lines, timeout=1.0)
+                    assert (event, json.loads(data)) == ("items:updated",
+                                                         {"id": "u1", "wishlist_id": "w"})
+                assert f"upstream=unix:{path}/200" in await proxy.access_line(STREAM)
+    finally:
+        await runner.cleanup()
 
 
 async def test_http2_towards_the_browser(

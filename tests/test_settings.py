@@ -28,6 +28,10 @@ def test_values_are_parsed() -> None:
     assert s.metrics_enabled is False
     assert s.metrics_allow == ("10.0.0.0/8", "::1")
     assert s.keepalive_interval == 2.5 and s.jwt_audience == "wishwithme"
+    assert s.unix_socket is None and s.unix_socket_mode == 0o660
+    s = Settings.from_env({**BASE, "SSE_UNIX_SOCKET": "/run/sse-service/sse.sock",
+                           "SSE_UNIX_SOCKET_MODE": "0600"})
+    assert s.unix_socket == "/run/sse-service/sse.sock" and s.unix_socket_mode == 0o600
 
 
 @pytest.mark.parametrize(("env", "key"), [
@@ -47,6 +51,10 @@ def test_values_are_parsed() -> None:
     ({**BASE, "SSE_METRICS_ENABLED": "maybe"}, "SSE_METRICS_ENABLED"),
     ({**BASE, "SSE_METRICS_ALLOW": "localhost"}, "SSE_METRICS_ALLOW"),
     ({**BASE, "SSE_LOG_LEVEL": "LOUD"}, "SSE_LOG_LEVEL"),
+    ({**BASE, "SSE_UNIX_SOCKET": "run/sse.sock"}, "SSE_UNIX_SOCKET"),
+    ({**BASE, "SSE_UNIX_SOCKET": "/" + "x" * 107}, "SSE_UNIX_SOCKET"),
+    ({**BASE, "SSE_UNIX_SOCKET_MODE": "660x"}, "SSE_UNIX_SOCKET_MODE"),
+    ({**BASE, "SSE_UNIX_SOCKET_MODE": "0888"}, "SSE_UNIX_SOCKET_MODE"),
 ])
 def test_errors_name_the_variable(env: dict[str, str], key: str) -> None:
     with pytest.raises(ConfigError) as info:
