@@ -86,11 +86,14 @@ def test_fanout_notify_spawns_the_service(pg_admin_dsn: str) -> None:
     assert result["expected_deliveries"] == 50 * 3 * 2  # 2 streams per user
 
 
-def test_fanout_through_the_real_triggers(pg_admin_dsn: str) -> None:
+def test_fanout_through_the_real_triggers_over_a_unix_socket(pg_admin_dsn: str) -> None:
     result = run_bench(pg_admin_dsn, "fanout", "--streams", "20", "--users", "10",
                        "--rate", "50", "--duration", "1", "--fanout", "4",
-                       "--source", "triggers", "--connections", "2")
+                       "--source", "triggers", "--connections", "2", "--unix")
     check_fanout(result, streams=20, measured=True)
+    assert result["parameters"]["transport"] == "unix"
+    socket_path = result["service"]["unix_socket"]
+    assert socket_path and not os.path.lexists(os.path.dirname(socket_path))  # cleaned up
     assert result["notifications_sent"] == 50
     assert result["expected_deliveries"] == 50 * 4 * 2
 

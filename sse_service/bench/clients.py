@@ -33,6 +33,7 @@ class WorkerConfig:
     port: int
     tokens: list[str]
     pattern: bytes
+    unix: str | None = None  # a Unix socket path instead of host:port
     concurrency: int = 200
     connect_timeout: float = 30.0
 
@@ -149,8 +150,12 @@ class _Worker:
         async with gate:
             try:
                 async with asyncio.timeout(cfg.connect_timeout):
-                    _, stream = await self.loop.create_connection(
-                        lambda: _Stream(self), cfg.host, cfg.port)
+                    if cfg.unix is not None:
+                        _, stream = await self.loop.create_unix_connection(
+                            lambda: _Stream(self), cfg.unix)
+                    else:
+                        _, stream = await self.loop.create_connection(
+                            lambda: _Stream(self), cfg.host, cfg.port)
                     assert stream.transport is not None
                     stream.transport.write(request)
                     await stream.ready
@@ -221,14 +226,14 @@ class ClientPool:
     """N streams spread over W worker processes; stream s goes to worker s % W."""
 
     def __init__(self, host: str, port: int, tokens: list[str], workers: int,
-                 pattern: bytes) -> None:
+                 pattern: bytes, unix: str | None = None) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.workers = workers
         self.pipes: list[Connection] = []
         self.procs: list[Any] = []
         for w in range(workers):
             ours, theirs = ctx.Pipe()
-            cfg = WorkerConfig(w, host, port, tokens[w::workers], pattern)
+            cfg = WorkerConfig(w, host, port, tokens[w::workers], pattern, unix)
             proc = ctx.Process(target=_client_worker, args=(cfg, theirs), daemon=True,
                                name=f"sse-bench-client-{w}")
             proc.start()

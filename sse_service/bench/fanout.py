@@ -13,6 +13,8 @@ import asyncio
 import math
 import os
 import resource
+import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Mapping
@@ -67,6 +69,14 @@ class _Fanout:
             raise BenchError(f"--fanout ({self.fanout}) must not exceed --users ({self.users})")
         if args.pid and not args.target:
             raise BenchError("--pid only goes with --target")
+        if args.unix == "" and args.target:
+            raise BenchError("--unix with --target needs the service's socket PATH")
+        # The clients' Unix socket: the target's, or a temporary one for the started service.
+        self.unix: str | None = args.unix or None
+        self.unix_dir: str | None = None
+        if args.unix == "":
+            self.unix_dir = tempfile.mkdtemp(prefix="sse-bench-")
+            self.unix = os.path.join(self.unix_dir, "sse.sock")
         nproc = len(os.sched_getaffinity(0))
         self.workers = min(args.clients or max(1, min(4, nproc)), self.streams)
         nofile = raise_nofile(self.streams + 1024)
@@ -81,7 +91,7 @@ class _Fanout:
             "streams": self.streams, "users": self.users, "rate": args.rate,
             "fanout": self.fanout, "duration": args.duration, "source": args.source,
             "target": args.target, "pid": args.pid, "clients": self.workers,
-            "tick_ms": args.tick,
+            "tick_ms": args.tick, "transport": "unix" if args.unix is not None else "tcp",
             "connections": args.connections if args.source == "triggers" else 1,
             "drain_timeout": args.drain, "seed": args.seed, "service_env": args.service_env,
             "channel": settings.channel,
@@ -143,6 +153,8 @@ class _Fanout:
             env = service.service_env(self.settings, self.env, self.dsn, port, self.streams,
                                       math.ceil(self.streams / self.users),
                                       self.args.service_env)
+            if self.unix is not None:
+                env["SSE_UNIX_SOCKET"] = self.unix
             progress(f"starting the service on port {port}")
             self.service = service.ServiceProcess(env, port)
             await self.service.wait_ready()
@@ -154,7 +166,7 @@ class _Fanout:
             if status != 200:
                 raise BenchError(f"the target's /readyz answered {status}")
         self.result["service"] = {"spawned": self.fresh, "pid": pid, "host": host,
-                                  "port": port}
+                                  "port": port, "unix_socket": self.unix}
         return host, port, pid
 
     async def _open_streams(self, host: str, port: int, pid: int | None,
@@ -167,7 +179,7 @@ class _Fanout:
         pattern = TRIGGERS_PATTERN if self.args.source == "triggers" else NOTIFY_PATTERN
         progress(f"opening {streams} streams for {users} users from {workers} client processes")
         t0 = time.monotonic()
-        self.pool = ClientPool(host, port, tokens, workers, pattern)
+        self.pool = ClientPool(host, port, tokens, workers, pattern, self.unix)
         reports = await self.pool.connected(within=120 + streams / 100)
         connect_seconds = time.monotonic() - t0
         held_users: list[list[int]] = []
@@ -257,6 +269,8 @@ class _Fanout:
                 self.service.discard_log()
             else:
                 progress(f"service log kept at {self.service.log.name} (exit {code})")
+        if self.unix_dir is not None:
+            shutil.rmtree(self.unix_dir, ignore_errors=True)
         if self.fresh and self.dsn != self.settings.database_url:
             await database.drop_database(self.admin_dsn, self.dsn)
         elif self.created_users:

@@ -33,6 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     fan.add_argument("--target", default=None, metavar="URL",
                      help="a running service (http://host:port) instead of starting one; it "
                           "must listen on SSE_DATABASE_URL with the same SSE_JWT_KEY")
+    fan.add_argument("--unix", nargs="?", const="", default=None, metavar="PATH",
+                     help="clients connect over a Unix socket (SSE_UNIX_SOCKET), as nginx on "
+                          "the same host can; a started service gets a temporary one, with "
+                          "--target give the running service's PATH")
     fan.add_argument("--pid", type=_positive_int, default=None,
                      help="with --target: the service's process id, to measure memory and CPU")
     fan.add_argument("--clients", type=_positive_int, default=None,
