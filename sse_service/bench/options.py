@@ -66,7 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     trig.add_argument("--updates", type=_positive_int, default=5000,
                       help="timed updates per run")
     trig.add_argument("--repeat", type=_positive_int, default=3,
-                      help="runs per configuration (the median is reported)")
+                      help="runs per configuration; each is split into short rounds that "
+                           "alternate without/with the triggers (medians of the pairs)")
     trig.add_argument("--items", type=_positive_int, default=100,
                       help="items of the wishlist that the updates rotate over")
     trig.add_argument("--no-listen", dest="listen", action="store_false",
