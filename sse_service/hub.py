@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 
 from sse_service.errors import OverCapacity
 from sse_service.events import ID_RE, Event, dumps, encode, frame, ping
+from sse_service.expiry import Expiries
 from sse_service.history import History, Reset, Resume
 from sse_service.stats import Stats
 from sse_service.subscriber import Subscriber
@@ -38,6 +39,7 @@ class Hub:
         self._pending: dict[Subscriber, Event | list[bytes]] = {}
         self.count = 0
         self._shutdown_retry_ms: int | None = None  # set when the shutdown begins
+        self.expiries = Expiries(_expire)
 
     # -- streams -------------------------------------------------------------
 
@@ -80,6 +82,7 @@ class Hub:
 
         streams = self._streams.setdefault(sub.user, [])
         streams.append(sub)
+        self.expiries.add(sub)
         self.count += 1
         self.stats.streams_opened += 1
         live = [s for s in streams if not s.closed]
@@ -99,6 +102,7 @@ class Hub:
         if streams is None or sub not in streams:
             return
         streams.remove(sub)
+        self.expiries.discard(sub)
         if not streams:
             del self._streams[sub.user]
         self.count -= 1
@@ -193,6 +197,7 @@ class Hub:
         about ``retry_ms`` (jittered ±50 %, so that clients do not return in one
         burst). Returns how many streams were open."""
         self._shutdown_retry_ms = retry_ms
+        self.expiries.close()
         return self.close_all("shutdown", final=self._restart_notice)
 
     def _restart_notice(self) -> bytes:
@@ -205,3 +210,11 @@ class Hub:
             self.stats.resets[reason] += 1
         return encode(id=self.history.resume_point, name="sync:reset",
                       data=dumps({"reason": reason}))
+
+
+_EXPIRED = encode(name="auth:expired", data=dumps({"reason": "token_expired"}))
+
+
+def _expire(sub: Subscriber) -> None:
+    """A stream's token expired: it may not receive anything more."""
+    sub.close("token_expired", final=_EXPIRED)

@@ -9,15 +9,11 @@ expired, evicted, too slow, shutdown) and unregisters in ``finally``.
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp_sse import EventSourceResponse
 
 from sse_service.errors import ServiceError, error_response
-from sse_service.events import dumps, encode
 from sse_service.state import SERVICE, Service
 from sse_service.subscriber import Subscriber
 
@@ -63,7 +59,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
                        or request.query.get("lastEventId"))
             await sub.done
         finally:
-            sub.close("disconnected")  # no-op if closed already; cancels the expiry timer
+            sub.close("disconnected")  # no-op if closed already
             hub.detach(sub)
     return response
 
@@ -84,16 +80,6 @@ async def _open(request: web.Request) -> tuple[web.StreamResponse, Subscriber | 
         principal.user_id, transport,
         chunked=bool(getattr(writer, "chunked", False)),
         max_buffer=settings.stream_buffer_bytes,
-    )
-    sub.expiry = asyncio.get_running_loop().call_later(
-        max(0.0, principal.expires_at - time.time()), _expire, sub
+        expires_at=principal.expires_at,  # the hub ends the stream then
     )
     return response, sub
-
-
-_EXPIRED = encode(name="auth:expired", data=dumps({"reason": "token_expired"}))
-
-
-def _expire(sub: Subscriber) -> None:
-    sub.expiry = None
-    sub.close("token_expired", final=_EXPIRED)

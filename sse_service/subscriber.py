@@ -10,6 +10,7 @@ reader can cost neither memory nor the other streams' latency.
 from __future__ import annotations
 
 import asyncio
+import math
 
 from sse_service.events import frame
 
@@ -17,12 +18,13 @@ from sse_service.events import frame
 class Subscriber:
     """A registered stream of one user. Created and owned by the stream handler."""
 
-    __slots__ = ("chunked", "close_reason", "closed", "done", "expiry", "max_buffer",
+    __slots__ = ("chunked", "close_reason", "closed", "done", "expires_at", "max_buffer",
                  "transport", "user")
 
     def __init__(self, user: str, transport: asyncio.Transport, *, chunked: bool,
-                 max_buffer: int) -> None:
+                 max_buffer: int, expires_at: float = math.inf) -> None:
         self.user = user
+        self.expires_at = expires_at  # the token's exp: the hub ends the stream then
         self.transport = transport
         self.chunked = chunked
         self.max_buffer = max_buffer
@@ -30,7 +32,6 @@ class Subscriber:
         self.close_reason: str | None = None
         # Resolved by close(); the stream's handler awaits it, then unregisters.
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.expiry: asyncio.TimerHandle | None = None
 
     def write(self, framed: bytes) -> bool:
         """Queue already-framed bytes; False (and closed) if the stream is gone or stuck."""
@@ -54,9 +55,6 @@ class Subscriber:
             self.transport.write(frame(final, self.chunked))
         self.closed = True
         self.close_reason = reason
-        if self.expiry is not None:
-            self.expiry.cancel()
-            self.expiry = None
         if abort:
             self.transport.abort()
         if not self.done.done():

