@@ -20,12 +20,15 @@ _CONTEXT = b"sse-service event ids v1"
 class IdCodec:
     """Maps a payload's id to the id that goes on the wire."""
 
-    __slots__ = ("_key",)
+    __slots__ = ("_keyed",)
 
     def __init__(self, secret: str) -> None:
-        self._key = hashlib.sha256(_CONTEXT + secret.encode("utf-8")).digest()
+        key = hashlib.sha256(_CONTEXT + secret.encode("utf-8")).digest()
+        # Keyed once; copying the keyed state is cheaper than keying every id.
+        self._keyed = hashlib.blake2b(key=key, digest_size=7)
 
     def public(self, raw: str) -> str:
         """A decimal string below 2**56 (it fits a signed 64-bit integer)."""
-        digest = hashlib.blake2b(raw.encode("utf-8"), key=self._key, digest_size=7).digest()
-        return str(int.from_bytes(digest, "big"))
+        h = self._keyed.copy()
+        h.update(raw.encode("utf-8"))
+        return str(int.from_bytes(h.digest(), "big"))
