@@ -36,7 +36,9 @@ class Expiries:
         return sum(len(bucket) for bucket in self._buckets.values())
 
     def add(self, sub: Subscriber) -> None:
-        """Watch ``sub`` until its ``expires_at`` (epoch seconds)."""
+        """Watch ``sub`` until its ``expires_at`` (epoch seconds; infinite: never)."""
+        if not math.isfinite(sub.expires_at):
+            return
         second = math.ceil(sub.expires_at)
         bucket = self._buckets.get(second)
         if bucket is None:
@@ -48,6 +50,8 @@ class Expiries:
 
     def discard(self, sub: Subscriber) -> None:
         """Stop watching ``sub`` (it ended); nothing if it is not watched."""
+        if not math.isfinite(sub.expires_at):
+            return
         second = math.ceil(sub.expires_at)
         bucket = self._buckets.get(second)
         if bucket is not None:

@@ -43,6 +43,10 @@ async def test_an_earlier_stream_moves_the_timer_and_a_past_one_ends_at_once() -
     fired: list[Any] = []
     expiries = Expiries(fired.append, clock=lambda: now[0])
     late, past = Stream("late", 500.0), Stream("past", 150.0)
+    never = Stream("never", float("inf"))  # a Subscriber's default: no token expiry
+    expiries.add(never)  # type: ignore[arg-type]
+    expiries.discard(never)  # type: ignore[arg-type]
+    expiries.add(never)  # type: ignore[arg-type]
     expiries.add(late)  # type: ignore[arg-type]
     expiries.add(past)  # type: ignore[arg-type]
     await asyncio.sleep(0.05)
