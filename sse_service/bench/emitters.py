@@ -20,6 +20,7 @@ from sse_service.bench.common import Conn
 from sse_service.ids import IdCodec
 
 BENCH_EVENT = "bench:tick"
+WARMUP_EVENT = "bench:warmup"  # sent before the measurement; clients count none of it
 # What a client counts: one key per received event.
 NOTIFY_PATTERN = rb'"seq":(\d+)'  # data {"t":...,"seq":N} of bench:tick
 TRIGGERS_PATTERN = rb"id: (\d+)\nevent: items:updated\n"  # the event id on the wire
@@ -102,7 +103,9 @@ class NotifyEmitter:
     """``pg_notify`` with bench:tick payloads; one transaction per tick."""
 
     def __init__(self, conn: Conn, channel: str, user_ids: list[str], fanout: int,
-                 audience: Audience, emission: Emission, seed: int) -> None:
+                 audience: Audience, emission: Emission, seed: int, *,
+                 event: str = BENCH_EVENT, key: str = "seq") -> None:
+        self.event, self.key = event, key  # the warm-up's data has no "seq"
         self.conn = conn
         self.channel = channel
         self.quoted = [json.dumps(u) for u in user_ids]
@@ -114,8 +117,8 @@ class NotifyEmitter:
         self.seq = 0
 
     def _payloads(self, seq: int, t: float, recipients: list[int]) -> list[str]:
-        tail = f'],"data":{{"t":{t!r},"seq":{seq}}}}}'
-        head = f'{{"event":"{BENCH_EVENT}","users":['
+        tail = f'],"data":{{"t":{t!r},"{self.key}":{seq}}}}}'
+        head = f'{{"event":"{self.event}","users":['
         room = MAX_PAYLOAD - len(head) - len(tail)
         payloads: list[str] = []
         part: list[str] = []

@@ -29,6 +29,7 @@ from sse_service.bench.emitters import (
     NOTIFY_PATTERN,
     TOUCH_FUNCTION,
     TRIGGERS_PATTERN,
+    WARMUP_EVENT,
     Audience,
     Emission,
     NotifyEmitter,
@@ -93,7 +94,8 @@ class _Fanout:
             "target": args.target, "pid": args.pid, "clients": self.workers,
             "tick_ms": args.tick, "transport": "unix" if args.unix is not None else "tcp",
             "connections": args.connections if args.source == "triggers" else 1,
-            "drain_timeout": args.drain, "seed": args.seed, "service_env": args.service_env,
+            "drain_timeout": args.drain, "warmup": args.warmup, "seed": args.seed,
+            "service_env": args.service_env,
             "channel": settings.channel,
         }
         self.admin_dsn: str = args.admin_dsn or settings.database_url
@@ -219,6 +221,7 @@ class _Fanout:
         audience = Audience(held_users, self.users)
         emission = Emission(expected=[0] * self.workers)
         pg_pids = await database.backend_pids(self.writers[0])
+        await self._warm_up(audience, user_ids)
         await pool.go()
         profiler = service.start_profiler(args.profile, pid, self.env)
         before = CpuSample.take(pid, pg_pids)
@@ -256,6 +259,24 @@ class _Fanout:
             emitter_cpu=(self1.ru_utime - self0.ru_utime) + (self1.ru_stime - self0.ru_stime),
             rss_after=rss_bytes(pid) if pid else None,
             profile=profile, samples=args.samples))
+
+    async def _warm_up(self, audience: Audience, user_ids: list[str]) -> None:
+        """The same load, unmeasured and uncounted, for ``--warmup`` seconds first.
+
+        Right after thousands of connections open, the service still owes the
+        garbage collector a full pass over them (~0.3 s of CPU with 10,000
+        streams), which the first seconds of load would otherwise pay inside
+        the measurement. Clients ignore these events (no key in their data).
+        """
+        seconds = self.args.warmup
+        if seconds <= 0:
+            return
+        progress(f"warming up for {seconds:g} s")
+        warm = NotifyEmitter(self.writers[0], self.settings.channel, user_ids, self.fanout,
+                             audience, Emission(expected=[0] * self.workers),
+                             self.args.seed + 1, event=WARMUP_EVENT, key="warm")
+        await tick_loop(self.args.rate, seconds, self.args.tick / 1000, warm.send)
+        await asyncio.sleep(1.0)  # let the last of them through
 
     async def close(self) -> None:
         """Undo the setup: clients, writers, service, database (or the rows we added)."""
