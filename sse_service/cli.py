@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -102,7 +103,31 @@ def serve(settings: Settings, env: Mapping[str, str] | None = None) -> int:
     ``env`` (the process environment by default) supplies systemd's
     ``NOTIFY_SOCKET`` and ``WATCHDOG_USEC``/``WATCHDOG_PID``.
     """
+    tune_gc()
     return asyncio.run(_serve(settings, os.environ if env is None else env))
+
+
+# Collect the youngest generation every 50,000 net allocations instead of 700;
+# a full pass needs 100 passes of the middle one instead of 10.
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def tune_gc() -> None:
+    """Make the garbage collector's full passes rare (the serving process only).
+
+    With 10,000 open streams the heap holds ~500,000 tracked objects, and a full
+    pass over them stops the event loop for ~300 ms (measured with a gc
+    callback: the p99 latency of a whole benchmark run went from 5 to 200 ms).
+    CPython starts one once the objects promoted to the oldest generation reach
+    a quarter of it, and at thousands of notifications a second the few objects
+    alive at each young collection add up to that within a minute or two.
+    Fewer young collections promote far fewer of them. ``gc.freeze()`` takes
+    what exists at start-up (modules, classes, functions) out of every later
+    pass: none of it ever becomes garbage.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 async def _serve(settings: Settings, env: Mapping[str, str]) -> int:
