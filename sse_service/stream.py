@@ -55,6 +55,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     if sub is not None:
         hub = request.app[SERVICE].hub
         try:
+            # An empty value means none (as a browser that saw no id would send).
             hub.attach(sub, request.headers.get("Last-Event-ID")
                        or request.query.get("lastEventId"))
             await sub.done

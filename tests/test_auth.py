@@ -112,6 +112,13 @@ async def test_unknown_path_and_method_are_json(service: Running) -> None:
     assert resp.status == 404 and resp.json["error"] == "not_found"
     resp = await request(service.port, STREAM, method="POST", token=token("u"))
     assert resp.status == 405 and "GET" in resp.headers["allow"]
+    assert resp.json["error"] == "method_not_allowed"
+    resp = await request(service.port, STREAM, method="HEAD", token=token("u"))
+    assert resp.status == 405 and resp.headers["allow"] == "GET"
+    resp = await request(service.port, "/healthz", method="DELETE")
+    assert resp.status == 405 and resp.headers["allow"] == "GET,HEAD"
+    assert resp.json["error"] == "method_not_allowed"
+    assert (await request(service.port, "/healthz", method="HEAD")).status == 200
 
 
 async def test_oversized_headers_are_refused(service: Running) -> None:
