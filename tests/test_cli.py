@@ -88,3 +88,14 @@ async def test_install_check_send_uninstall(fresh_database_dsn: str) -> None:
         await conn.close()
     assert cli("uninstall-sql", dsn=dsn).returncode == 0
     assert cli("check", dsn=dsn, SSE_CHANNEL="sse_other").returncode == 1
+
+
+def test_serve_tunes_the_garbage_collector() -> None:
+    """serve() makes full collections rare and freezes start-up objects (README,
+    Performance); in a process of its own, as it changes interpreter-wide state."""
+    code = ("import gc; from sse_service import cli; cli.tune_gc(); "
+            "print(gc.get_threshold() == cli.GC_THRESHOLDS, gc.get_freeze_count() > 1000)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "True"]
