@@ -149,7 +149,10 @@ class Dispatcher:
             event_id = self.history.local_id()
         event = Event.build(event_id, note.event, note.data, note.sent_at)
         self.history.record(event, note.users, received)
-        self.hub.deliver(event, note.users)
+        if self._inbox:  # more behind it: stage, so that a stream gets one write for all
+            self.hub.deliver(event, note.users)
+        else:
+            self.hub.send(event, note.users)
         if note.sent_at is not None:
             self._stamps.append(note.sent_at)
 

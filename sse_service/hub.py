@@ -113,6 +113,34 @@ class Hub:
 
     # -- fan-out -------------------------------------------------------------
 
+    def send(self, event: Event, users: Iterable[str]) -> None:
+        """Write ``event`` to every open stream of ``users`` now.
+
+        The dispatcher's path for the last notification of a batch, which is
+        the only one unless notifications arrive faster than they are handled.
+        Writing at once skips the staging, which cost a third of the
+        instructions per delivery (callgrind). If earlier notifications of the
+        batch are staged, this one is staged behind them instead, so that
+        every stream still sees its events in order, in one write.
+        """
+        if self._pending:
+            self.deliver(event, users)
+            return
+        streams = self._streams
+        chunk, wire = event.chunk, event.wire
+        delivered = dropped = 0
+        for user in users:
+            subs = streams.get(user)
+            if subs is None:
+                continue
+            for sub in subs:  # close() only marks a stream: the list stays as it is
+                if sub.write(chunk if sub.chunked else wire):
+                    delivered += 1
+                else:
+                    dropped += 1
+        self.stats.events_delivered += delivered
+        self.stats.events_dropped += dropped
+
     def deliver(self, event: Event, users: Iterable[str]) -> None:
         """Stage ``event`` for every open stream of ``users``; :meth:`flush` writes.
 
