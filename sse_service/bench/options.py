@@ -47,7 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     fan.add_argument("--connections", type=_positive_int, default=4,
                      help="database connections writing rows (triggers source)")
     fan.add_argument("--warmup", type=float, default=3.0, metavar="SECONDS",
-                     help="the same load, not measured, before the measurement (0: none)")
+                     help="the same rate and fan-out (as plain pg_notify), neither measured nor "
+                          "counted, before the measurement (0: none)")
     fan.add_argument("--drain", type=_positive_float, default=10.0,
                      help="at most this many seconds to wait for late deliveries")
     fan.add_argument("--seed", type=int, default=1, help="random seed for recipient choice")
