@@ -21,6 +21,7 @@ MAX_PAYLOAD_BYTES = 8000
 # (sync:closed, auth:expired) or to pull everything.
 RESERVED_PREFIXES = ("sync:", "auth:")
 MAX_USER_ID_LENGTH = 128
+_NUMBERS = (int, float)  # what orjson makes of a JSON number
 
 
 class InvalidNotification(ValueError):
@@ -82,7 +83,7 @@ def parse(payload: str) -> Notification:
         raise InvalidNotification("bad_id", "id must be a non-negative integer or [A-Za-z0-9_.:-]")
 
     ts = obj.get("ts")
-    sent_at = float(ts) if isinstance(ts, int | float) and not isinstance(ts, bool) else None
+    sent_at = float(ts) if ts.__class__ in _NUMBERS else None  # not bool, not a str
 
     return Notification(
         event,
