@@ -166,7 +166,7 @@ async def _serve(settings: Settings, env: Mapping[str, str]) -> int:
     try:
         await runner.setup()
         async with sites.serving(runner, settings):
-            where = ", ".join(_address(a) for a in runner.addresses)
+            where = ", ".join(sites.address_text(a) for a in runner.addresses)
             log.info("serving on %s; waiting for the LISTEN connection", where)
             notifier.status(f"serving on {where}; waiting for the LISTEN connection")
             waits = [asyncio.create_task(service.listener.ready.wait()),
@@ -200,13 +200,6 @@ async def _serve(settings: Settings, env: Mapping[str, str]) -> int:
         return EX_SOFTWARE
     log.info("stopped")
     return EX_OK
-
-
-def _address(address: object) -> str:
-    if isinstance(address, tuple) and len(address) >= 2:
-        host, port = address[0], address[1]
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-    return str(address)
 
 
 def _status(app: web.Application) -> str:

@@ -66,10 +66,13 @@ def error_response(exc: ServiceError | web.HTTPException) -> web.Response:
     """The JSON response for ``exc``: the one place errors become responses.
 
     aiohttp's own HTTP errors (4xx/5xx) keep their status and, where they have
-    one, their ``Allow`` or ``Retry-After`` header.
+    one, their ``Allow`` or ``Retry-After`` header. An aiohttp exception that
+    is not an error (a redirect) is raised again, for aiohttp to answer.
     """
     if isinstance(exc, ServiceError):
         return json_error(exc.status, exc.code, exc.message, exc.headers)
+    if exc.status < 400:
+        raise exc
     headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
     return json_error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason, headers)
 
@@ -87,11 +90,7 @@ def json_errors(handler: Handler) -> Handler:
     async def guarded(request: web.Request) -> web.StreamResponse:
         try:
             return await handler(request)
-        except ServiceError as exc:
-            return error_response(exc)
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
+        except (ServiceError, web.HTTPException) as exc:
             return error_response(exc)
 
     return guarded

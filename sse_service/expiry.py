@@ -37,9 +37,9 @@ class Expiries:
 
     def add(self, sub: Subscriber) -> None:
         """Watch ``sub`` until its ``expires_at`` (epoch seconds; infinite: never)."""
-        if not math.isfinite(sub.expires_at):
+        second = _second(sub)
+        if second is None:
             return
-        second = math.ceil(sub.expires_at)
         bucket = self._buckets.get(second)
         if bucket is None:
             bucket = self._buckets[second] = set()
@@ -50,9 +50,9 @@ class Expiries:
 
     def discard(self, sub: Subscriber) -> None:
         """Stop watching ``sub`` (it ended); nothing if it is not watched."""
-        if not math.isfinite(sub.expires_at):
+        second = _second(sub)
+        if second is None:
             return
-        second = math.ceil(sub.expires_at)
         bucket = self._buckets.get(second)
         if bucket is not None:
             bucket.discard(sub)
@@ -85,3 +85,8 @@ class Expiries:
             heapq.heappop(seconds)  # emptied buckets
         if seconds:
             self._schedule(seconds[0])
+
+
+def _second(sub: Subscriber) -> int | None:
+    """The bucket of ``sub``: the whole second its token expires in (None: never)."""
+    return math.ceil(sub.expires_at) if math.isfinite(sub.expires_at) else None

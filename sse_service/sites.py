@@ -25,9 +25,16 @@ class SiteError(OSError):
     """An address the service cannot serve on; the message names it."""
 
 
+def address_text(address: object) -> str:
+    """``host:port`` (``[v6]:port``) of a (host, port, ...) tuple; a socket path as it is."""
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(address)
+
+
 def tcp_address(settings: Settings) -> str:
-    host = settings.host
-    return f"[{host}]:{settings.port}" if ":" in host else f"{host}:{settings.port}"
+    return address_text((settings.host, settings.port))
 
 
 @contextlib.asynccontextmanager
@@ -57,14 +64,12 @@ async def serving(runner: web.AppRunner, settings: Settings) -> AsyncIterator[No
 
 
 async def _start_unix(runner: web.AppRunner, path: Path, mode: int, backlog: int) -> None:
+    _check_free(path)  # local and quick: no need to leave the event loop
     try:
-        _check_free(path)  # local and quick: no need to leave the event loop
         await web.UnixSite(runner, str(path), backlog=backlog).start()
         # The umask (systemd's UMask=0077) leaves the socket to its owner; nginx
         # needs the configured mode (0660 and a shared group, by default).
         os.chmod(path, mode)
-    except SiteError:
-        raise
     except OSError as exc:
         raise SiteError(f"cannot serve on {path}: {exc}") from exc
 
@@ -79,6 +84,8 @@ def _check_free(path: Path) -> None:
         mode = path.lstat().st_mode
     except FileNotFoundError:
         return
+    except OSError as exc:
+        raise SiteError(f"cannot serve on {path}: {exc}") from exc
     if not stat.S_ISSOCK(mode):
         raise SiteError(f"cannot serve on {path}: it exists and is not a socket")
     if _answers(path):

@@ -49,8 +49,6 @@ async def stream(request: web.Request) -> web.StreamResponse:
     try:
         response, sub = await _open(request)
     except (ServiceError, web.HTTPException) as exc:
-        if isinstance(exc, web.HTTPException) and exc.status < 400:
-            raise
         return error_response(exc)
     if sub is not None:
         hub = request.app[SERVICE].hub
