@@ -144,11 +144,11 @@ class Hub:
     def deliver(self, event: Event, users: Iterable[str]) -> None:
         """Stage ``event`` for every open stream of ``users``; :meth:`flush` writes.
 
-        The dispatcher delivers a batch of notifications (whatever was waiting,
-        up to a limit) and then flushes once: a stream that gets several events
-        in one batch gets them in one write, one system call. Under load the
-        batches grow and the cost per event shrinks; when idle a batch is one
-        notification and nothing waits.
+        The dispatcher stages the notifications of a batch while more wait
+        behind them, and flushes once at the batch's end: a stream that gets
+        several events in one batch gets them in one write, one system call.
+        Under load the batches grow and the cost per event shrinks; a lone
+        notification goes through :meth:`send` instead and nothing waits.
         """
         streams = self._streams
         pending = self._pending
