@@ -15,6 +15,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +49,33 @@ class ConnectionLost(Exception):
     pass
 
 
+class ListenConnection(asyncpg.Connection):  # type: ignore[misc]
+    """asyncpg's connection, handing our channel's notifications over directly.
+
+    asyncpg runs every listener callback through ``loop.call_soon``: one more
+    turn of the event loop for each read of the socket, and one handle per
+    notification. Its protocol calls ``_process_notification`` synchronously
+    while it parses a read; for our channel this passes the payload straight
+    to ``sink`` (the dispatcher's enqueue, which is as cheap as a callback
+    must be), so the dispatcher's drain runs in the very next turn with every
+    notification of that read. Any other channel goes the usual way. Should an
+    asyncpg release stop calling this method, the callback registered with
+    ``add_listener`` receives the notifications instead, one turn later.
+    """
+
+    __slots__ = ("sse_channel", "sse_sink")
+
+    sse_channel: str
+    sse_sink: Callable[[str], None] | None
+
+    def _process_notification(self, pid: int, channel: str, payload: str) -> None:
+        sink = getattr(self, "sse_sink", None)
+        if sink is not None and channel == self.sse_channel:
+            sink(payload)
+        else:
+            super()._process_notification(pid, channel, payload)
+
+
 def backoff(attempt: int, cap: float, base: float = 0.25) -> float:
     """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**attempt)]."""
     return random.uniform(0, min(cap, base * (2 ** min(attempt, 30))))
@@ -75,6 +103,7 @@ class Listener:
                     self._settings.database_url,
                     timeout=self._settings.listen_connect_timeout,
                     server_settings={"application_name": APPLICATION_NAME},
+                    connection_class=ListenConnection,
                 )
             except asyncio.CancelledError:
                 raise
@@ -106,6 +135,11 @@ class Listener:
         # covered by the reset that _up() causes anyway (at worst a second reset),
         # whereas a baseline read after LISTEN could swallow a drop in between.
         dropped = await self._probe(conn, probe_timeout)
+        if isinstance(conn, ListenConnection):
+            # Before LISTEN: asyncpg only registers a callback once LISTEN has
+            # returned, and drops what arrives in the same read as its reply.
+            conn.sse_channel = self._settings.channel
+            conn.sse_sink = self._dispatcher.notify
         await conn.add_listener(self._settings.channel, self._on_notification)
         self._up()
         while True:
