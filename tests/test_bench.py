@@ -124,18 +124,38 @@ def test_trigger_cost(pg_admin_dsn: str) -> None:
     check_machine(result)
     assert result["parameters"]["updates"] == 200
     runs = result["runs"]
-    assert [(r["viewers"], r["triggers"]) for r in runs] == [
-        (0, False), (0, True), (100, False), (100, True)]
+    assert [(r["viewers"], r["config"]) for r in runs] == [
+        (v, c) for v in (0, 100) for c in ("none", "notify", "sse")]
     for run in runs:
         assert isinstance(run["updates_per_second"], NUMBER) and run["updates_per_second"] > 0
-        # The listener saw one notification per update exactly when the triggers were on.
-        assert run["notifications"] == (200 if run["triggers"] else 0)
+        # The listener saw one notification per update exactly when something
+        # notified: the reference and the real triggers send one each.
+        assert run["notifications"] == (0 if run["config"] == "none" else 200)
+    # ABC CBA: every set after the first starts with the previous set's last
+    # configuration (the switches are the expensive part, and a drift cancels).
+    configs = [r["config"] for r in result["rounds"] if r["viewers"] == 0]
+    assert configs == ["none", "notify", "sse"]  # one set of 200
     assert [r["viewers"] for r in result["results"]] == [0, 100]
     for summary in result["results"]:
         for key in ("updates_per_second_without_triggers", "updates_per_second_with_triggers",
-                    "ratio", "cost_fraction"):
+                    "ratio", "cost_fraction", "cost_fraction_beyond_notify"):
             assert isinstance(summary[key], NUMBER), key
         assert summary["ratio"] > 0
+        reference = summary["notify_only"]
+        for key in ("updates_per_second_notify_only", "ratio", "cost_fraction"):
+            assert isinstance(reference[key], NUMBER), key
+
+
+def test_trigger_cost_rotates_configurations(pg_admin_dsn: str) -> None:
+    """Several sets per run: each one reverses the order of the last."""
+    result = run_bench(pg_admin_dsn, "triggers", "--viewers", "1", "--updates", "2500",
+                       "--repeat", "1", "--items", "10", "--no-listen")
+    configs = [r["config"] for r in result["rounds"]]
+    assert configs == ["none", "notify", "sse", "sse", "notify", "none",
+                       "none", "notify", "sse"]
+    assert [r["set"] for r in result["rounds"]] == [0] * 3 + [1] * 3 + [2] * 3
+    assert all(r["notifications"] is None for r in result["runs"])  # nobody listened
+    assert result["results"][0]["sets"] == 3
 
 
 def test_bad_usage_is_refused(pg_admin_dsn: str) -> None:

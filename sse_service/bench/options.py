@@ -63,14 +63,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     trig = modes.add_parser(
         "triggers", help="what the triggers cost the core API's single-row updates",
         description="Single-row item UPDATEs per second (autocommit, one connection) on a "
-                    "fresh database, triggers uninstalled vs installed, per viewer count.")
+                    "fresh database, per viewer count: no trigger, a reference trigger that "
+                    "only sends the same notification (NOTIFY's own cost), the triggers.")
     trig.add_argument("--viewers", type=_int_list, default=[0, 100],
                       help="comma-separated viewer counts of the wishlist (default 0,100)")
     trig.add_argument("--updates", type=_positive_int, default=5000,
                       help="timed updates per run")
     trig.add_argument("--repeat", type=_positive_int, default=3,
-                      help="runs per configuration; each is split into short rounds that "
-                           "alternate without/with the triggers (medians of the pairs)")
+                      help="runs; each is split into sets of short rounds, one round per "
+                           "configuration (none, reference, triggers); medians of the sets")
     trig.add_argument("--items", type=_positive_int, default=100,
                       help="items of the wishlist that the updates rotate over")
     trig.add_argument("--no-listen", dest="listen", action="store_false",
