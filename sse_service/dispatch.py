@@ -1,8 +1,10 @@
 """From the LISTEN callback to the hub: a bounded inbox and its consumer.
 
-asyncpg calls :meth:`Dispatcher.notify` synchronously for every notification;
-it only appends to a bounded deque and, if none is pending, schedules one
-drain with ``loop.call_soon``. The drain parses each payload, records the
+The LISTEN connection (:class:`~sse_service.listener.ListenConnection`) calls
+:meth:`Dispatcher.notify` synchronously for every notification, while asyncpg
+parses the read that brought it; it only appends to a bounded deque and, if
+none is pending, schedules one drain with ``loop.call_soon``, which so finds
+the whole read in the deque. The drain parses each payload, records the
 event in the history and fans it out, a batch at a time, rescheduling itself
 while work remains (a plain callback is cheaper to wake than a task waiting on
 an event, which matters at thousands of notifications a second). Changes of
