@@ -158,7 +158,7 @@ REVOKE ALL ON FUNCTION sse.set_channel(text) FROM PUBLIC;
 --     rendering 101 uuids as text (uuid_out) 164,000 and reading the 100
 --     bookmarks 114,000.
 -- `sse-service bench triggers` (2 cores, PostgreSQL on the same host) puts
--- the backend's added CPU at 24-33 us per UPDATE with 0 viewers and 69-82
+-- the backend's added CPU at 31-37 us per UPDATE with 0 viewers and 69-82
 -- us with 100, next to 125-140 us of the UPDATE itself. Of it, 7-9 us (0
 -- viewers) is what a trigger costs that only sends the same notification,
 -- built in advance (the bench's reference): the rest is this file's work.
