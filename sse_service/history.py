@@ -139,12 +139,11 @@ class History:
                 missed.append(wire)
                 last = max(last, event_pos)
             missed.reverse()
-        marker = self._marker
+        point = self.resume_point
         # A newer marker moves the stream's resume point forward (so a quiet client
         # that reconnects often does not age out of the window); an older one
         # would move it back and make a later resume replay events twice.
-        newer = marker[1] if marker is not None and marker[0] > last and \
-            self._index.get(marker[1]) == marker[0] else None
+        newer = point if point is not None and self._index[point] > last else None
         return Resume(missed, newer)
 
     def expire(self, now: float) -> None:

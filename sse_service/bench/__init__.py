@@ -19,9 +19,11 @@ stderr):
 ``bench triggers`` (:mod:`.triggers`)
     What the triggers cost the core API: single-row item UPDATEs per second
     (autocommit, one connection, one statement per transaction) on a fresh
-    database, with the triggers uninstalled and installed, for each number of
-    viewers of the wishlist, in short alternating rounds; also the CPU time the
-    serving PostgreSQL backend spends per update (when it runs on this host).
+    database, for each number of viewers of the wishlist, in short rounds that
+    rotate over three configurations: no trigger, a reference trigger that only
+    sends the same notification (NOTIFY's own cost), and the real triggers;
+    also the CPU time the serving PostgreSQL backend spends per update (when
+    it runs on this host).
 
 The service's memory and CPU come from ``/proc/<pid>`` (``VmRSS``; ``utime``
 + ``stime``), so the benchmark's own work never counts in them.

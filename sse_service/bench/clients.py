@@ -21,7 +21,7 @@ from itertools import repeat
 from multiprocessing.connection import Connection
 from typing import Any
 
-STREAM_PATH = "/api/v1/events/stream"
+from sse_service.stream import STREAM_PATH
 
 
 @dataclass(frozen=True)

@@ -289,10 +289,10 @@ class _Updates:
                     for config, got_round in got.items():  # in the order they ran
                         done[config].append(got_round)
                         rounds.append(got_round.as_json())
-                rates = {config: sum(r.updates for r in done[config])
-                         / sum(r.seconds for r in done[config]) for config in CONFIGS}
+                rates: dict[str, float] = {}
                 for config in CONFIGS:
                     runs.append(run_json(count, config, rep, done[config]))
+                    rates[config] = runs[-1]["updates_per_second"]
                 last = Sets(sets.sets[-len(sizes):])
                 progress(f"viewers={count} run {rep + 1}: {len(sizes)} sets of {sizes[0]} "
                          f"updates, {rates[NONE]:,.0f} / {rates[NOTIFY]:,.0f} / "
