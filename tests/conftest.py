@@ -1,10 +1,11 @@
 """Shared fixtures: a real PostgreSQL database with the core API's schema.
 
-Each test run creates its own database (``sse_test_<random>``), loads
-``../shared/wishwithme-schema.sql`` into it, installs ``sql/install.sql`` and
-drops it at the end. The server is the one named by ``SSE_TEST_PG_DSN``
-(default ``postgresql://postgres@127.0.0.1:5432/postgres``); when none answers
-a private cluster is started from the PostgreSQL binaries.
+Each test run creates its own database (``sse_test_<random>``), loads the
+package's copy of the core API's schema (``sse_service/data/wishwithme-schema.sql``)
+into it, installs ``sql/install.sql`` and drops it at the end. The server is
+the one named by ``SSE_TEST_PG_DSN`` (default
+``postgresql://postgres@127.0.0.1:5432/postgres``); when none answers a
+private cluster is started from the PostgreSQL binaries.
 """
 
 from __future__ import annotations
@@ -20,24 +21,18 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from sse_service.bench import database as bench_database
-from sse_service.bench.database import drop_database
-from tests.pgserver import PrivateCluster, server_answers
+from sse_service import scratchdb
+from sse_service.scratchdb import CORE_SCHEMA, PrivateCluster, drop_database, server_answers
 
 ROOT = Path(__file__).resolve().parent.parent
-SCHEMA_SQL = Path(
-    os.environ.get("SSE_TEST_SCHEMA_SQL", ROOT.parent / "shared" / "wishwithme-schema.sql")
-)
+SCHEMA_SQL = CORE_SCHEMA
 DEFAULT_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 async def create_database(admin_dsn: str, *, install: bool = True) -> str:
     """A new database with the core API's schema (and our triggers); its DSN."""
-    if not SCHEMA_SQL.is_file():
-        raise RuntimeError(f"schema not found at {SCHEMA_SQL} (set SSE_TEST_SCHEMA_SQL)")
-    return await bench_database.create_database(
-        admin_dsn, SCHEMA_SQL.read_text(encoding="utf-8"), install=install,
-        channel="sse_events", prefix="sse_test_")
+    return await scratchdb.create_database(admin_dsn, install=install, channel="sse_events",
+                                           prefix="sse_test_")
 
 
 @pytest.fixture(scope="session")

@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 
 from sse_service.ids import IdCodec
+from sse_service.scratchdb import free_port
 from tests import factories
 from tests.conftest import NotificationLog
 from tests.guarantee import check_stream
 from tests.harness import JWT_KEY, base_env, service_env, token, wait_ready
-from tests.pgserver import free_port
 from tests.sseclient import SSE, SSEClient
 
 

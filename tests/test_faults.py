@@ -17,11 +17,10 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from sse_service.bench.database import with_database
+from sse_service.scratchdb import PrivateCluster, with_database
 from tests import factories
 from tests.conftest import create_database
 from tests.harness import Running, running, settings_for, token
-from tests.pgserver import PrivateCluster
 from tests.sseclient import SSEClient, request
 from tests.tcpproxy import TcpProxy
 

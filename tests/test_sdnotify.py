@@ -29,7 +29,7 @@ import asyncpg
 import pytest
 
 from sse_service import cli, sdnotify
-from sse_service.bench.database import drop_database, with_database
+from sse_service.scratchdb import drop_database, with_database
 from sse_service.settings import Settings
 from tests.harness import JWT_KEY, settings_for, token
 from tests.sseclient import SSEClient, request

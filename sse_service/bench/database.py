@@ -1,29 +1,18 @@
-"""The benchmark's databases: a fresh ``sse_bench_<random>`` with the core schema.
-
-Created on the admin DSN's server (which needs CREATEDB), dropped again at
-the end, so that a run leaves nothing behind.
+"""The benchmark's database helpers; creating and dropping its throw-away
+databases is :mod:`sse_service.scratchdb`'s, shared with the tests and the demo.
 """
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from sse_service import sqlinstall
 from sse_service.bench.common import BenchError, Conn
+from sse_service.scratchdb import create_database, database_name, drop_database, with_database
 
-
-def with_database(dsn: str, dbname: str) -> str:
-    """``dsn`` pointed at another database on the same server."""
-    return urlunsplit(urlsplit(dsn)._replace(path="/" + dbname))
-
-
-def database_name(dsn: str) -> str:
-    """The database that ``dsn`` points at."""
-    return urlsplit(dsn).path.lstrip("/")
+__all__ = ["backend_pids", "create_database", "database_name", "delete_users",
+           "drop_database", "postgres_version", "read_schema", "with_database"]
 
 
 def read_schema(schema: Path) -> str:
@@ -33,40 +22,6 @@ def read_schema(schema: Path) -> str:
     except OSError as exc:
         raise BenchError(f"cannot read the core API schema {schema} (use --schema): "
                          f"{exc}") from None
-
-
-async def create_database(admin_dsn: str, schema_sql: str, *, install: bool,
-                          channel: str, prefix: str = "sse_bench_") -> str:
-    """A new database ``<prefix><random>`` with the core schema (and triggers)."""
-    name = prefix + uuid.uuid4().hex[:12]
-    admin = await asyncpg.connect(admin_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    dsn = with_database(admin_dsn, name)
-    try:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await conn.execute(schema_sql)
-            if install:
-                await sqlinstall.install(conn, channel)
-        finally:
-            await conn.close()
-    except BaseException:
-        await drop_database(admin_dsn, dsn)
-        raise
-    return dsn
-
-
-async def drop_database(admin_dsn: str, dsn: str) -> None:
-    """Drop the database of ``dsn`` (even with sessions still in it)."""
-    name = database_name(dsn)
-    admin = await asyncpg.connect(admin_dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 async def delete_users(dsn: str, user_ids: list[str]) -> None:

@@ -124,7 +124,8 @@ class _Fanout:
             progress("creating a fresh database")
             self.dsn = await database.create_database(
                 self.admin_dsn, database.read_schema(args.schema),
-                install=args.source == "triggers", channel=self.settings.channel)
+                install=args.source == "triggers", channel=self.settings.channel,
+                prefix="sse_bench_")
             self.parameters["database"] = database.database_name(self.dsn)
         self.machine["postgres"] = await database.postgres_version(self.dsn)
 

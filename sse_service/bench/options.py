@@ -6,9 +6,7 @@ import argparse
 import math
 from pathlib import Path
 
-from sse_service import sqlinstall
-
-DEFAULT_SCHEMA = sqlinstall.SQL_DIR.parent.parent / "shared" / "wishwithme-schema.sql"
+from sse_service.scratchdb import CORE_SCHEMA as DEFAULT_SCHEMA
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

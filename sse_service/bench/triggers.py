@@ -112,7 +112,8 @@ async def run_triggers(args: argparse.Namespace, settings: Settings) -> dict[str
                               "machine": machine, "parameters": parameters}
     progress("creating a fresh database")
     dsn = await database.create_database(admin_dsn, database.read_schema(args.schema),
-                                         install=False, channel=settings.channel)
+                                         install=False, channel=settings.channel,
+                                         prefix="sse_bench_")
     parameters["database"] = database.database_name(dsn)
     listener: Any = None
     pipe: Connection | None = None
