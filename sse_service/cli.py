@@ -146,7 +146,11 @@ def _run(action: Coroutine[Any, Any, int]) -> int:
     except sqlinstall.UnsupportedServer as exc:
         print(f"sse-service: {exc}", file=sys.stderr)
         return EX_UNAVAILABLE
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+    except asyncpg.PostgresError as exc:  # e.g. a role without the privileges it needs
+        print(f"sse-service: the database refused: {type(exc).__name__}: {exc}",
+              file=sys.stderr)
+        return EX_UNAVAILABLE
+    except (OSError, asyncpg.InterfaceError, TimeoutError) as exc:
         print(f"sse-service: database unavailable: {type(exc).__name__}: {exc}",
               file=sys.stderr)
         return EX_UNAVAILABLE
