@@ -47,6 +47,7 @@ _BENCH_HELP = "benchmark: streams, memory, fan-out, latency, trigger cost (JSON 
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser; ``bench`` in it is a placeholder (see :func:`parse`)."""
     parser = argparse.ArgumentParser(
         prog="sse-service",
         description="Server-Sent Events push for Wish With Me, fed by PostgreSQL NOTIFY. "
@@ -88,11 +89,14 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-# The commands that only talk to the database: no JWT key, no serving settings.
+# The commands that only talk to the database: no JWT key, no serving settings
+# (``check`` is not one: it checks what serving needs).
 DATABASE_COMMANDS = frozenset({"install-sql", "uninstall-sql", "send"})
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    """Run the command in ``argv`` with the settings in ``env`` (the process's
+    by default); the process exit code."""
     args = parse(argv)
     environ = os.environ if env is None else env
     command = args.command or "serve"
