@@ -1,5 +1,10 @@
 """The ``sse-service`` command: serve, and the operator's tools around it.
 
+Serving itself lives in :mod:`sse_service.server`. Each command validates only
+the settings it uses: the database-only commands (``install-sql``,
+``uninstall-sql``, ``send``) need no JWT key. ``bench`` is parsed and imported
+only when it is the command, so that the serving process never loads it.
+
 Exit codes (sysexits.h): 0 success, 1 a check failed, 2 bad usage,
 69 the database is unavailable, 70 internal error, 71 cannot bind the port,
 78 bad configuration.
@@ -9,31 +14,40 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import logging
 import os
-import signal
 import sys
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from typing import Any
 
 import asyncpg
-from aiohttp import web
 
-from sse_service import __version__, logs, sdnotify, sites, sqlinstall
-from sse_service.app import create_app
+from sse_service import __version__, logs, sqlinstall
 from sse_service.events import NAME_RE
-from sse_service.settings import ConfigError, Settings
-from sse_service.state import SERVICE
+from sse_service.server import (
+    EX_CONFIG,
+    EX_FAILED,
+    EX_OK,
+    EX_OSERR,
+    EX_SOFTWARE,
+    EX_UNAVAILABLE,
+    EX_USAGE,
+    serve,
+)
+from sse_service.settings import ConfigError, DatabaseSettings, Settings
 
-EX_OK, EX_FAILED, EX_USAGE = 0, 1, 2
-EX_UNAVAILABLE, EX_SOFTWARE, EX_OSERR, EX_CONFIG = 69, 70, 71, 78
+__all__ = ["EX_CONFIG", "EX_FAILED", "EX_OK", "EX_OSERR", "EX_SOFTWARE", "EX_UNAVAILABLE",
+           "EX_USAGE", "build_parser", "check", "main", "serve"]
 
 log = logging.getLogger("sse_service")
 
+_BENCH_HELP = "benchmark: streams, memory, fan-out, latency, trigger cost (JSON out)"
+
 
 def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser; ``bench`` in it is a placeholder (see :func:`parse`)."""
     parser = argparse.ArgumentParser(
         prog="sse-service",
         description="Server-Sent Events push for Wish With Me, fed by PostgreSQL NOTIFY. "
@@ -49,167 +63,104 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("event", help="event name, e.g. items:updated")
     send.add_argument("users", nargs="+", help="recipient user ids")
     send.add_argument("--data", default="{}", help="JSON object for the event's data")
-    from sse_service import bench  # imported here: only the bench needs it
-    bench.add_arguments(sub.add_parser(
-        "bench", help="benchmark: streams, memory, fan-out, latency, trigger cost (JSON out)"))
+    # A placeholder: its own arguments are parsed by bench_parser(), which
+    # imports the benchmark, only when it is the command.
+    sub.add_parser("bench", help=_BENCH_HELP, add_help=False)
     return parser
 
 
+def bench_parser() -> argparse.ArgumentParser:
+    """The parser of ``sse-service bench``'s own arguments (imports the benchmark)."""
+    from sse_service import bench
+
+    parser = argparse.ArgumentParser(prog="sse-service bench", description=_BENCH_HELP)
+    bench.add_arguments(parser)
+    return parser
+
+
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line, as :func:`main` sees it."""
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "bench":
+        return bench_parser().parse_args(rest, namespace=args)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return args
+
+
+# The commands that only talk to the database: no JWT key, no serving settings
+# (``check`` is not one: it checks what serving needs).
+DATABASE_COMMANDS = frozenset({"install-sql", "uninstall-sql", "send"})
+
+
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run the command in ``argv`` with the settings in ``env`` (the process's
+    by default); the process exit code."""
+    args = parse(argv)
+    environ = os.environ if env is None else env
+    command = args.command or "serve"
     try:
-        settings = Settings.from_env(os.environ if env is None else env)
+        if command in DATABASE_COMMANDS:
+            return _database_command(args, DatabaseSettings.from_env(environ))
+        settings = Settings.from_env(environ)
     except ConfigError as exc:
         print(f"sse-service: configuration error: {exc}", file=sys.stderr)
         return EX_CONFIG
-    if args.command == "bench":  # stdout is for its JSON result: no logging set up there
+    if command == "bench":  # stdout is for its JSON result: no logging set up there
         from sse_service import bench
-        return bench.main(args, settings, os.environ if env is None else env)
+        return bench.main(args, settings, environ)
     logs.setup(settings.log_level, settings.token_cookie)
-    command = args.command or "serve"
     if command == "serve":
         return serve(settings, env)
-    try:
-        if command == "install-sql":
-            return asyncio.run(_with_db(settings, lambda c: _install(c, settings.channel)))
-        if command == "uninstall-sql":
-            return asyncio.run(_with_db(settings, _uninstall))
-        if command == "check":
-            return asyncio.run(check(settings))
-        if command == "send":
-            try:
-                data = json.loads(args.data)
-            except ValueError:
-                data = None
-            if not isinstance(data, dict) or not NAME_RE.match(args.event):
-                print("sse-service: send needs an event name [A-Za-z0-9_.:-] and --data "
-                      "with a JSON object", file=sys.stderr)
-                return EX_USAGE
-            # An id of its own, the same for every instance that receives it, so that
-            # clients can resume across instances after it as after a trigger's event.
-            payload = json.dumps({"id": uuid.uuid4().hex, "event": args.event,
-                                  "users": args.users, "data": data})
-            return asyncio.run(_with_db(settings, lambda c: _send(c, settings, payload)))
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        print(f"sse-service: database unavailable: {type(exc).__name__}: {exc}",
-              file=sys.stderr)
-        return EX_UNAVAILABLE
+    if command == "check":
+        return _run(check(settings))
     raise AssertionError(command)  # argparse only lets known commands through
 
 
-def serve(settings: Settings, env: Mapping[str, str] | None = None) -> int:
-    """Run the service until SIGTERM or SIGINT; the process exit code.
-
-    ``env`` (the process environment by default) supplies systemd's
-    ``NOTIFY_SOCKET`` and ``WATCHDOG_USEC``/``WATCHDOG_PID``.
-    """
-    tune_gc()
-    return asyncio.run(_serve(settings, os.environ if env is None else env))
-
-
-# Collect the youngest generation every 50,000 net allocations instead of 700;
-# a full pass needs 100 passes of the middle one instead of 10.
-GC_THRESHOLDS = (50_000, 20, 100)
-
-
-def tune_gc() -> None:
-    """Make the garbage collector's full passes rare (the serving process only).
-
-    With 10,000 open streams the heap holds ~500,000 tracked objects, and a full
-    pass over them stops the event loop for ~300 ms (measured with a gc
-    callback: the p99 latency of a whole benchmark run went from 5 to 200 ms).
-    CPython starts one once the objects promoted to the oldest generation reach
-    a quarter of it, and at thousands of notifications a second the few objects
-    alive at each young collection add up to that within a minute or two.
-    Fewer young collections promote far fewer of them. ``gc.freeze()`` takes
-    what exists at start-up (modules, classes, functions) out of every later
-    pass: none of it ever becomes garbage.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
-
-
-async def _serve(settings: Settings, env: Mapping[str, str]) -> int:
-    """Bind, wait for LISTEN, tell systemd READY=1, serve until a signal, drain.
-
-    READY=1 waits for the LISTEN connection so that systemd (and anything
-    ordered after this unit) sees the service active only once it can deliver
-    events; HTTP is served meanwhile and /readyz answers 503 until then.
-    """
-    notifier = sdnotify.Notifier(env)
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    signals = (signal.SIGTERM, signal.SIGINT)
-
-    def on_signal(sig: signal.Signals) -> None:
-        if stop.is_set():
-            log.info("%s received again; already stopping", sig.name)
-            return
-        log.info("%s received; stopping", sig.name)
-        stop.set()
-
+def _database_command(args: argparse.Namespace, database: DatabaseSettings) -> int:
+    logs.setup(database.log_level)
+    if args.command == "install-sql":
+        return _run(_with_db(database, lambda c: _install(c, database.channel)))
+    if args.command == "uninstall-sql":
+        return _run(_with_db(database, _uninstall))
     try:
-        app = create_app(settings, exit_on_crash=True)
-    except ConfigError as exc:
-        log.error("configuration error: %s", exc)
+        data = json.loads(args.data)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or not NAME_RE.match(args.event):
+        print("sse-service: send needs an event name [A-Za-z0-9_.:-] and --data "
+              "with a JSON object", file=sys.stderr)
+        return EX_USAGE
+    # An id of its own, the same for every instance that receives it, so that
+    # clients can resume across instances after it as after a trigger's event.
+    payload = json.dumps({"id": uuid.uuid4().hex, "event": args.event,
+                          "users": args.users, "data": data})
+    return _run(_with_db(database, lambda c: _send(c, database.channel, payload)))
+
+
+def _run(action: Coroutine[Any, Any, int]) -> int:
+    """Run ``action``; the database's failures become a message and an exit code."""
+    try:
+        return asyncio.run(action)
+    except asyncpg.ClientConfigurationError as exc:
+        # asyncpg checks the URL's options (sslmode=...) only when it connects.
+        print(f"sse-service: configuration error: SSE_DATABASE_URL: {exc}", file=sys.stderr)
         return EX_CONFIG
-    service = app[SERVICE]
-    runner = web.AppRunner(app, handler_cancellation=True, access_log_class=logs.AccessLogger,
-                           shutdown_timeout=settings.shutdown_timeout)
-    watchdog: asyncio.Task[None] | None = None
-    code = EX_OK
-    log.info("sse-service %s starting on %s%s", __version__, sites.tcp_address(settings),
-             f" and {settings.unix_socket}" if settings.unix_socket else "")
-    for sig in signals:
-        loop.add_signal_handler(sig, on_signal, sig)
-    try:
-        await runner.setup()
-        async with sites.serving(runner, settings):
-            where = ", ".join(sites.address_text(a) for a in runner.addresses)
-            log.info("serving on %s; waiting for the LISTEN connection", where)
-            notifier.status(f"serving on {where}; waiting for the LISTEN connection")
-            waits = [asyncio.create_task(service.listener.ready.wait()),
-                     asyncio.create_task(stop.wait())]
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            for task in waits:
-                task.cancel()
-            if not stop.is_set():
-                notifier.ready(f"serving on {where}; listening on channel {settings.channel!r}")
-                log.info("ready")
-                watchdog = notifier.start_watchdog(lambda: _status(app))
-                await stop.wait()
-    except sites.SiteError as exc:
-        log.error("%s", exc)
-        notifier.status(str(exc))
-        code = EX_OSERR
-    finally:
-        if watchdog is not None:
-            watchdog.cancel()
-        # On a failure keep its STATUS= (what `systemctl status` shows) as it is.
-        notifier.stopping(f"stopping; closing {service.hub.count} streams"
-                          if code == EX_OK else None)
-        await runner.cleanup()
-        for sig in signals:
-            loop.remove_signal_handler(sig)
-        notifier.close()
-    if code != EX_OK:
-        return code
-    if service.failures:
-        log.error("stopped after an internal error: %s", "; ".join(service.failures))
-        return EX_SOFTWARE
-    log.info("stopped")
-    return EX_OK
+    except sqlinstall.UnsupportedServer as exc:
+        print(f"sse-service: {exc}", file=sys.stderr)
+        return EX_UNAVAILABLE
+    except asyncpg.PostgresError as exc:  # e.g. a role without the privileges it needs
+        print(f"sse-service: the database refused: {type(exc).__name__}: {exc}",
+              file=sys.stderr)
+        return EX_UNAVAILABLE
+    except (OSError, asyncpg.InterfaceError, TimeoutError) as exc:
+        print(f"sse-service: database unavailable: {type(exc).__name__}: {exc}",
+              file=sys.stderr)
+        return EX_UNAVAILABLE
 
 
-def _status(app: web.Application) -> str:
-    """The STATUS= line ``systemctl status`` shows while serving."""
-    service = app[SERVICE]
-    listen = "up" if service.listener.state.connected else "DOWN (reconnecting)"
-    return f"{service.hub.count} streams; LISTEN {listen}"
-
-
-async def _with_db(settings: Settings,
+async def _with_db(settings: DatabaseSettings | Settings,
                    action: Callable[[asyncpg.Connection], Awaitable[int]]) -> int:
     conn = await asyncpg.connect(settings.database_url, timeout=settings.listen_connect_timeout)
     try:
@@ -230,9 +181,9 @@ async def _uninstall(conn: asyncpg.Connection) -> int:
     return EX_OK
 
 
-async def _send(conn: asyncpg.Connection, settings: Settings, payload: str) -> int:
-    await conn.execute("SELECT pg_notify($1, $2)", settings.channel, payload)
-    print(f"sent on channel {settings.channel!r}")
+async def _send(conn: asyncpg.Connection, channel: str, payload: str) -> int:
+    await conn.execute("SELECT pg_notify($1, $2)", channel, payload)
+    print(f"sent on channel {channel!r}")
     return EX_OK
 
 

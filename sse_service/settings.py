@@ -1,8 +1,10 @@
 """Configuration: one frozen object, built from an environment mapping.
 
 Nothing else in the service reads ``os.environ``: the entry point passes the
-process environment to :meth:`Settings.from_env`, tests pass a plain dict.
-Every problem is reported as a :class:`ConfigError` naming the variable.
+process environment to :meth:`Settings.from_env` (serving) or
+:meth:`DatabaseSettings.from_env` (the commands that only talk to the
+database), tests pass a plain dict. Every problem is reported as a
+:class:`ConfigError` naming the variable.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ class ConfigError(ValueError):
 class Settings:
     """Every tunable of the service. See the README's configuration table."""
 
-    database_url: str
+    database_url: str = field(repr=False)  # it may carry a password
     jwt_key: str = field(repr=False)
     channel: str = "sse_events"
     host: str = "127.0.0.1"
@@ -76,12 +78,13 @@ class Settings:
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         """Build and validate settings from ``SSE_*`` variables in ``env``."""
         r = _Reader(env)
+        database = DatabaseSettings.from_env(env)
         default_algorithms: tuple[str, ...] = ("HS256",)
         algorithms = r.get("JWT_ALGORITHMS", _algorithms, default_algorithms)
         settings = cls(
-            database_url=r.required("DATABASE_URL", _dsn),
+            database_url=database.database_url,
             jwt_key=r.required("JWT_KEY", str),
-            channel=r.get("CHANNEL", _channel, "sse_events"),
+            channel=database.channel,
             host=r.get("HOST", str, "127.0.0.1"),
             port=r.get("PORT", _int_range(0, 65535), 8090),
             unix_socket=r.get("UNIX_SOCKET", _socket_path, None),
@@ -105,14 +108,14 @@ class Settings:
             inbox_size=r.get("INBOX_SIZE", _int_range(1, 10_000_000), 10_000),
             listen_probe_interval=r.get("LISTEN_PROBE_INTERVAL", _float_range(0.05, 300), 2.0),
             listen_probe_timeout=r.get("LISTEN_PROBE_TIMEOUT", _float_range(0.05, 300), 2.0),
-            listen_connect_timeout=r.get("LISTEN_CONNECT_TIMEOUT", _float_range(0.1, 300), 5.0),
+            listen_connect_timeout=database.listen_connect_timeout,
             listen_backoff_max=r.get("LISTEN_BACKOFF_MAX", _float_range(0.1, 3600), 30.0),
             shutdown_timeout=r.get("SHUTDOWN_TIMEOUT", _float_range(0, 600), 5.0),
             send_timeout=r.get("SEND_TIMEOUT", _float_range(1, 3600), 60.0),
             backlog=r.get("BACKLOG", _int_range(1, 1_000_000), 2048),
             metrics_enabled=r.get("METRICS_ENABLED", _bool, True),
             metrics_allow=r.get("METRICS_ALLOW", _networks, ("127.0.0.1", "::1")),
-            log_level=r.get("LOG_LEVEL", _log_level, "INFO"),
+            log_level=database.log_level,
         )
         if set(algorithms) & _ASYMMETRIC and not jwt.algorithms.has_crypto:
             raise ConfigError(
@@ -123,6 +126,33 @@ class Settings:
         if set(algorithms) & _SYMMETRIC and len(settings.jwt_key.encode()) < 32:
             raise ConfigError(PREFIX + "JWT_KEY", "an HMAC secret must be at least 32 bytes long")
         return settings
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseSettings:
+    """What the commands that only talk to the database need (``install-sql``,
+    ``uninstall-sql``, ``send``): they must work without the service's secret.
+
+    The same variables, parsed the same way, as the fields of :class:`Settings`
+    of the same names.
+    """
+
+    database_url: str = field(repr=False)  # it may carry a password
+    channel: str = "sse_events"
+    listen_connect_timeout: float = 5.0
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> DatabaseSettings:
+        """Build and validate these settings from ``SSE_*`` variables in ``env``;
+        any other variable, even an invalid one, is left alone."""
+        r = _Reader(env)
+        return cls(
+            database_url=r.required("DATABASE_URL", _dsn),
+            channel=r.get("CHANNEL", _channel, "sse_events"),
+            listen_connect_timeout=r.get("LISTEN_CONNECT_TIMEOUT", _float_range(0.1, 300), 5.0),
+            log_level=r.get("LOG_LEVEL", _log_level, "INFO"),
+        )
 
 
 class _Reader:

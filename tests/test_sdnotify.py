@@ -28,7 +28,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from sse_service import cli, sdnotify
+from sse_service import sdnotify, server
 from sse_service.scratchdb import drop_database, with_database
 from sse_service.settings import Settings
 from tests.harness import JWT_KEY, settings_for, token
@@ -269,8 +269,8 @@ async def test_port_in_use_exits_71(database_dsn: str, notify_socket: NotifySock
         taken.listen()
         port = taken.getsockname()[1]
         settings = settings_for(database_dsn, SSE_PORT=str(port))
-        code = await cli._serve(settings, {"NOTIFY_SOCKET": notify_socket.env_value})
-    assert code == cli.EX_OSERR == 71
+        code = await server.run(settings, {"NOTIFY_SOCKET": notify_socket.env_value})
+    assert code == server.EX_OSERR == 71
     await asyncio.sleep(0.05)
     assert notify_socket.index("READY") is None
     assert any("cannot serve" in m.get("STATUS", "") for m in notify_socket.messages)

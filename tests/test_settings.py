@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sse_service.settings import ConfigError, Settings
+from sse_service.settings import ConfigError, DatabaseSettings, Settings
 
 BASE = {"SSE_DATABASE_URL": "postgresql://db/x", "SSE_JWT_KEY": "k" * 32}
 
@@ -67,3 +67,45 @@ def test_settings_are_frozen() -> None:
     s = Settings.from_env(BASE)
     with pytest.raises(AttributeError):
         s.port = 1  # type: ignore[misc]
+
+
+def test_database_settings_need_no_jwt_key() -> None:
+    """The database-only commands (install-sql, uninstall-sql, send) run
+    without the service's secret, and ignore the serving settings entirely."""
+    s = DatabaseSettings.from_env({"SSE_DATABASE_URL": "postgresql://db/x",
+                                   "SSE_PORT": "not a port", "SSE_JWT_KEY": "short"})
+    assert s.database_url == "postgresql://db/x"
+    assert (s.channel, s.listen_connect_timeout, s.log_level) == ("sse_events", 5.0, "INFO")
+    s = DatabaseSettings.from_env({"SSE_DATABASE_URL": "postgresql://db/x",
+                                   "SSE_CHANNEL": "other", "SSE_LISTEN_CONNECT_TIMEOUT": "1.5",
+                                   "SSE_LOG_LEVEL": "debug"})
+    assert (s.channel, s.listen_connect_timeout, s.log_level) == ("other", 1.5, "DEBUG")
+
+
+@pytest.mark.parametrize(("env", "key"), [
+    ({}, "SSE_DATABASE_URL"),
+    ({"SSE_DATABASE_URL": "mysql://x"}, "SSE_DATABASE_URL"),
+    ({"SSE_DATABASE_URL": "postgresql://db/x", "SSE_CHANNEL": "Bad-Channel"}, "SSE_CHANNEL"),
+    ({"SSE_DATABASE_URL": "postgresql://db/x", "SSE_LISTEN_CONNECT_TIMEOUT": "0"},
+     "SSE_LISTEN_CONNECT_TIMEOUT"),
+    ({"SSE_DATABASE_URL": "postgresql://db/x", "SSE_LOG_LEVEL": "LOUD"}, "SSE_LOG_LEVEL"),
+])
+def test_database_settings_errors_name_the_variable(env: dict[str, str], key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        DatabaseSettings.from_env(env)
+    assert info.value.key == key
+
+
+def test_database_settings_agree_with_settings() -> None:
+    """Both read the shared variables the same way."""
+    env = {**BASE, "SSE_CHANNEL": "other", "SSE_LISTEN_CONNECT_TIMEOUT": "2",
+           "SSE_LOG_LEVEL": "warning"}
+    s, d = Settings.from_env(env), DatabaseSettings.from_env(env)
+    assert (s.database_url, s.channel, s.listen_connect_timeout, s.log_level) == (
+        d.database_url, d.channel, d.listen_connect_timeout, d.log_level)
+
+
+def test_the_database_url_stays_out_of_reprs() -> None:
+    env = {**BASE, "SSE_DATABASE_URL": "postgresql://u:hunter2@db/x"}
+    assert "hunter2" not in repr(Settings.from_env(env))
+    assert "hunter2" not in repr(DatabaseSettings.from_env(env))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from sse_service import cli
+from sse_service import server
 from tests.harness import JWT_KEY, settings_for, token
 from tests.sseclient import SSEClient, request
 from tests.test_sdnotify import free_port, notify_event, wait_answering
@@ -88,7 +88,7 @@ async def test_a_stale_socket_file_is_replaced(database_dsn: str, tmp_path: Path
     stale.bind(path)  # a socket file nobody listens on: a crashed process's
     stale.close()
     settings = settings_for(database_dsn, SSE_PORT=str(free_port()), SSE_UNIX_SOCKET=path)
-    serving = asyncio.create_task(cli._serve(settings, {}))
+    serving = asyncio.create_task(server.run(settings, {}))
     try:
         async with asyncio.timeout(10):
             while True:
@@ -112,7 +112,7 @@ async def test_a_socket_another_process_serves_is_left_alone(
     other.listen()
     try:
         settings = settings_for(database_dsn, SSE_PORT=str(free_port()), SSE_UNIX_SOCKET=path)
-        assert await cli._serve(settings, {}) == cli.EX_OSERR
+        assert await server.run(settings, {}) == server.EX_OSERR
         assert "another process serves there" in caplog.text
         # Still the other process's socket: it accepts connections.
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
@@ -128,7 +128,7 @@ async def test_a_path_that_is_not_a_socket_is_refused(
     Path(path).write_text("not a socket")
     try:
         settings = settings_for(database_dsn, SSE_PORT=str(free_port()), SSE_UNIX_SOCKET=path)
-        assert await cli._serve(settings, {}) == cli.EX_OSERR
+        assert await server.run(settings, {}) == server.EX_OSERR
         assert "exists and is not a socket" in caplog.text
         assert Path(path).read_text() == "not a socket"
     finally:
