@@ -68,6 +68,11 @@ class NotifySocket:
             return "@" + self.address[1:].decode()
         return self.address
 
+    def drain(self) -> None:
+        """Read every datagram queued now. A sender's ``sendto`` on AF_UNIX queues
+        its datagram at once: after the sender did something, this has it."""
+        self._readable()
+
     def _readable(self) -> None:
         while True:
             try:
@@ -188,7 +193,7 @@ async def stream_then_sigterm(proc: asyncio.subprocess.Process, port: int, dsn: 
     client = await SSEClient.open(port, f"{STREAM}?token={secret}")
     try:
         assert client.status == 200
-        await client.events_within(0.1)  # the preamble
+        await client.preamble()
         await notify_event(dsn, user, {"id": "i1", "wishlist_id": "w1"})
         event = await client.next_event(timeout=5)
         assert (event.event, event.json) == ("items:updated", {"id": "i1", "wishlist_id": "w1"})
@@ -204,6 +209,7 @@ async def stream_then_sigterm(proc: asyncio.subprocess.Process, port: int, dsn: 
     return secret
 
 
+@pytest.mark.slow  # a process of its own
 async def test_serve_lifecycle_under_the_notify_protocol(
         pg_admin_dsn: str, notify_socket: NotifySocket, tmp_path: Path) -> None:
     # The database does not exist yet: the port answers, but LISTEN cannot be up.
@@ -215,7 +221,12 @@ async def test_serve_lifecycle_under_the_notify_protocol(
             await wait_answering(port)
             ready = await request(port, "/readyz")
             assert ready.status == 503
-            await asyncio.sleep(0.5)  # a few LISTEN attempts fail meanwhile
+            async with asyncio.timeout(20):  # until a LISTEN attempt has failed
+                while ready.json["listen"]["last_error"] is None:
+                    await asyncio.sleep(0.05)
+                    ready = await request(port, "/readyz")
+            assert ready.status == 503
+            notify_socket.drain()  # whatever it sent until now
             assert notify_socket.index("READY") is None
             waiting = notify_socket.index("STATUS")
             assert waiting is not None
@@ -237,6 +248,7 @@ async def test_serve_lifecycle_under_the_notify_protocol(
             await notify_socket.wait_for("WATCHDOG", start=at, count=3, timeout=10)
             assert notify_socket.count("WATCHDOG", stop=at) == 0
             secret = await stream_then_sigterm(proc, port, dsn, notify_socket, after=at)
+            notify_socket.drain()  # the process has exited: everything it sent is queued
             stopping = notify_socket.index("STOPPING", start=at)
             assert stopping is not None
             assert notify_socket.count("WATCHDOG", start=stopping + 1) == 0
@@ -248,6 +260,7 @@ async def test_serve_lifecycle_under_the_notify_protocol(
     assert secret not in output
 
 
+@pytest.mark.slow  # a process of its own
 async def test_serve_under_memory_deny_write_execute(
         database_dsn: str, notify_socket: NotifySocket, tmp_path: Path) -> None:
     """The unit's MemoryDenyWriteExecute=yes, by the kernel's own switch for it."""
@@ -271,7 +284,7 @@ async def test_port_in_use_exits_71(database_dsn: str, notify_socket: NotifySock
         settings = settings_for(database_dsn, SSE_PORT=str(port))
         code = await cli._serve(settings, {"NOTIFY_SOCKET": notify_socket.env_value})
     assert code == cli.EX_OSERR == 71
-    await asyncio.sleep(0.05)
+    notify_socket.drain()  # _serve has returned: all it sent is queued
     assert notify_socket.index("READY") is None
     assert any("cannot serve" in m.get("STATUS", "") for m in notify_socket.messages)
 
@@ -306,10 +319,13 @@ async def test_abstract_socket_and_one_message_per_call() -> None:
 async def test_send_errors_are_logged_once_and_never_raised(
         caplog: pytest.LogCaptureFixture) -> None:
     notifier = sdnotify.Notifier({"NOTIFY_SOCKET": "/nonexistent/sse-test/notify"})
-    with caplog.at_level(logging.WARNING, logger="sse_service.sdnotify"):
-        assert notifier.ready() is False
-        assert notifier.watchdog() is False
-        assert notifier.stopping() is False
+    try:
+        with caplog.at_level(logging.WARNING, logger="sse_service.sdnotify"):
+            assert notifier.ready() is False
+            assert notifier.watchdog() is False
+            assert notifier.stopping() is False
+    finally:
+        notifier.close()
     assert len(caplog.records) == 1
     assert "cannot notify the service manager" in caplog.records[0].getMessage()
     assert sdnotify.Notifier({"NOTIFY_SOCKET": "relative/path"}).enabled is False
@@ -335,9 +351,10 @@ async def test_a_stalled_event_loop_stops_the_pings(notify_socket: NotifySocket)
     try:
         at = await notify_socket.wait_for("WATCHDOG", count=2)
         assert notify_socket.messages[at] == {"WATCHDOG": "1", "STATUS": "7 streams"}
+        notify_socket.drain()  # a ping sent before the stall must not count as after it
         before = len(notify_socket.messages)
         time.sleep(0.5)  # the loop is stuck: 10 ping intervals go by  # noqa: ASYNC251
-        notify_socket._readable()  # read what arrived meanwhile, without the loop
+        notify_socket.drain()  # what arrived meanwhile, read without the loop
         assert len(notify_socket.messages) == before
     finally:
         task.cancel()
@@ -364,6 +381,7 @@ def unit_copy(tmp_path: Path) -> Iterator[Path]:
     yield copy
 
 
+@pytest.mark.slow  # a process of its own
 def test_unit_file_verifies(unit_copy: Path) -> None:
     tool = shutil.which("systemd-analyze")
     if tool is None:
