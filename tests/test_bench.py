@@ -19,6 +19,7 @@ from tests.conftest import ROOT, SCHEMA_SQL
 from tests.harness import JWT_KEY, Running
 
 NUMBER = (int, float)
+pytestmark = pytest.mark.slow  # every test runs the bench as a process of its own
 
 
 def bench_env(dsn: str) -> dict[str, str]:
