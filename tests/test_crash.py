@@ -133,7 +133,7 @@ async def test_kill_9_during_a_write_burst(database_dsn: str, db: Any) -> None:
 
         await burst(0, 100)
         proc.send_signal(signal.SIGKILL)
-        proc.wait(5)
+        proc.wait(20)
         await burst(100, 100)  # nobody listens now: these are gone from NOTIFY
         proc = spawn(env)
         await wait_ready(port)
@@ -149,7 +149,7 @@ async def test_kill_9_during_a_write_burst(database_dsn: str, db: Any) -> None:
         await asyncio.gather(*tasks)
         await listen.close()
         proc.kill()
-        proc.wait(5)
+        proc.wait(20)
 
     sent = [p for p in notifications.payloads if p["event"] == "items:updated"]
     ids = IdCodec(JWT_KEY)

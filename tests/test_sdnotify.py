@@ -32,7 +32,7 @@ from sse_service import cli, sdnotify
 from sse_service.scratchdb import drop_database, with_database
 from sse_service.settings import Settings
 from tests.harness import JWT_KEY, settings_for, token
-from tests.sseclient import SSEClient, request
+from tests.sseclient import PRESENCE_TIMEOUT, SSEClient, request
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "systemd" / "sse-service.service"
@@ -92,7 +92,7 @@ class NotifySocket:
     def count(self, key: str, start: int = 0, stop: int | None = None) -> int:
         return sum(key in m for m in self.messages[start:stop])
 
-    async def wait_for(self, key: str, start: int = 0, timeout: float = 10.0,
+    async def wait_for(self, key: str, start: int = 0, timeout: float = PRESENCE_TIMEOUT,
                        count: int = 1) -> int:
         """Index of the ``count``-th message from ``start`` on that has ``key``."""
         async with asyncio.timeout(timeout):
@@ -164,7 +164,7 @@ async def service_process(env: dict[str, str], log: Path, *,
             await proc.wait()
 
 
-async def wait_answering(port: int, timeout: float = 10.0) -> None:
+async def wait_answering(port: int, timeout: float = PRESENCE_TIMEOUT) -> None:
     async with asyncio.timeout(timeout):
         while True:
             try:
@@ -195,17 +195,17 @@ async def stream_then_sigterm(proc: asyncio.subprocess.Process, port: int, dsn: 
         assert client.status == 200
         await client.preamble()
         await notify_event(dsn, user, {"id": "i1", "wishlist_id": "w1"})
-        event = await client.next_event(timeout=5)
+        event = await client.next_event()
         assert (event.event, event.json) == ("items:updated", {"id": "i1", "wishlist_id": "w1"})
         assert client.retry == 3000
         proc.send_signal(signal.SIGTERM)
-        await notify.wait_for("STOPPING", start=after, timeout=5)
-        await client.wait_eof(timeout=5)
+        await notify.wait_for("STOPPING", start=after)
+        await client.wait_eof(timeout=PRESENCE_TIMEOUT)
         assert client.eof  # a zero-length chunk: the stream ended cleanly, not cut
         assert client.retry is not None and 500 <= client.retry <= 1500  # jittered, short
     finally:
         await client.close()
-    assert await asyncio.wait_for(proc.wait(), 10) == 0
+    assert await asyncio.wait_for(proc.wait(), PRESENCE_TIMEOUT) == 0
     return secret
 
 
@@ -221,7 +221,7 @@ async def test_serve_lifecycle_under_the_notify_protocol(
             await wait_answering(port)
             ready = await request(port, "/readyz")
             assert ready.status == 503
-            async with asyncio.timeout(20):  # until a LISTEN attempt has failed
+            async with asyncio.timeout(PRESENCE_TIMEOUT):  # until a LISTEN attempt has failed
                 while ready.json["listen"]["last_error"] is None:
                     await asyncio.sleep(0.05)
                     ready = await request(port, "/readyz")
@@ -237,7 +237,7 @@ async def test_serve_lifecycle_under_the_notify_protocol(
                 await admin.execute(f'CREATE DATABASE "{dsn.rsplit("/", 1)[1]}"')
             finally:
                 await admin.close()
-            at = await notify_socket.wait_for("READY", timeout=15)
+            at = await notify_socket.wait_for("READY")
             message = notify_socket.messages[at]
             assert message["READY"] == "1"
             assert message["MAINPID"] == str(proc.pid)
@@ -245,7 +245,7 @@ async def test_serve_lifecycle_under_the_notify_protocol(
             assert (await request(port, "/readyz")).status == 200  # LISTEN was up first
 
             # WATCHDOG_USEC=500000: a ping every 0.25 s from the event loop.
-            await notify_socket.wait_for("WATCHDOG", start=at, count=3, timeout=10)
+            await notify_socket.wait_for("WATCHDOG", start=at, count=3)
             assert notify_socket.count("WATCHDOG", stop=at) == 0
             secret = await stream_then_sigterm(proc, port, dsn, notify_socket, after=at)
             notify_socket.drain()  # the process has exited: everything it sent is queued
@@ -272,7 +272,7 @@ async def test_serve_under_memory_deny_write_execute(
     port = free_port()
     env = service_env(database_dsn, port, notify_socket)
     async with service_process(env, tmp_path / "service.log", mdwe=True) as proc:
-        at = await notify_socket.wait_for("READY", timeout=15)
+        at = await notify_socket.wait_for("READY")
         await stream_then_sigterm(proc, port, database_dsn, notify_socket, after=at)
 
 
