@@ -8,12 +8,15 @@ pytest-aiohttp's ``TestServer``.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 import jwt
 from aiohttp import web
 
@@ -21,6 +24,7 @@ from sse_service import logs
 from sse_service.app import create_app
 from sse_service.settings import Settings
 from sse_service.state import SERVICE, Service
+from tests.sseclient import BARRIER_EVENT, PRESENCE_TIMEOUT, SSE, SSEClient, request
 
 JWT_KEY = "test-secret-test-secret-test-secret-0123456789"
 
@@ -62,9 +66,16 @@ class Running:
             while not self.service.listener.state.connected or self.service.dispatcher.backlog:
                 await asyncio.sleep(0.01)
 
-    async def wait_streams(self, count: int, timeout: float = 5.0) -> None:
+    async def wait_streams(self, count: int, timeout: float = PRESENCE_TIMEOUT) -> None:
         async with asyncio.timeout(timeout):
             while self.service.hub.count != count:
+                await asyncio.sleep(0.01)
+
+    async def wait_received(self, count: int, timeout: float = PRESENCE_TIMEOUT) -> None:
+        """Until this instance has handled ``count`` notifications since it started
+        (each one recorded, and written to its streams)."""
+        async with asyncio.timeout(timeout):
+            while self.service.stats.notifications_received < count:
                 await asyncio.sleep(0.01)
 
     async def stop(self) -> None:
@@ -116,10 +127,8 @@ def base_env(dsn: str, port: int, **extra: str) -> dict[str, str]:
     return env
 
 
-async def wait_ready(port: int, timeout: float = 15.0) -> None:
+async def wait_ready(port: int, timeout: float = PRESENCE_TIMEOUT) -> None:
     """Until ``/readyz`` of a service on ``port`` answers 200."""
-    from tests.sseclient import request
-
     async with asyncio.timeout(timeout):
         while True:
             try:
@@ -128,3 +137,71 @@ async def wait_ready(port: int, timeout: float = 15.0) -> None:
             except OSError:
                 pass
             await asyncio.sleep(0.05)
+
+
+# -- barriers: know what arrived, instead of sleeping and hoping ------------------------
+
+Conn = Any  # asyncpg.Connection; asyncpg ships no type hints
+
+
+async def send_barrier(db: Conn | str, *users: str, channel: str = "sse_events") -> str:
+    """NOTIFY a sentinel event (``test:barrier``) to ``users``; its tag.
+
+    ``db`` is a connection, or a DSN to connect to for this one NOTIFY. The
+    service handles notifications in commit order, so a stream gets every event
+    committed before the sentinel before it gets the sentinel.
+    """
+    tag = uuid.uuid4().hex
+    payload = json.dumps({"event": BARRIER_EVENT, "users": list(users), "data": {"barrier": tag}})
+    conn = await asyncpg.connect(db) if isinstance(db, str) else db
+    try:
+        await conn.execute("SELECT pg_notify($1, $2)", channel, payload)
+    finally:
+        if isinstance(db, str):
+            await conn.close()
+    return tag
+
+
+async def barrier(db: Conn | str, client: SSEClient, user: str, *,
+                  timeout: float = PRESENCE_TIMEOUT, skip_pings: bool = True) -> list[SSE]:
+    """Send a sentinel to ``user`` and read ``client`` (a stream of ``user``) up to it:
+    the events that arrived before it. Assert absence on this, never after a sleep."""
+    tag = await send_barrier(db, user)
+    return await client.until_barrier(tag, timeout, skip_pings=skip_pings)
+
+
+SYNC_CHANNEL = "sse_test_sync"
+
+
+class ChannelSync:
+    """Until a LISTENing connection has received every notification committed so far.
+
+    PostgreSQL delivers one session the notifications of all its channels in
+    commit order, and asyncpg runs their callbacks in arrival order: once a
+    sentinel on a channel of the test's own arrives, the callbacks of every
+    notification committed before it have run. Nothing reaches the service.
+    """
+
+    def __init__(self, conn: Conn) -> None:
+        self._conn = conn
+        self._seen: set[str] = set()
+        self._arrived = asyncio.Event()
+
+    @classmethod
+    async def on(cls, conn: Conn) -> ChannelSync:
+        """A sync for ``conn``, which LISTENs (or will) on the channels to follow."""
+        sync = cls(conn)
+        await conn.add_listener(SYNC_CHANNEL, sync._callback)
+        return sync
+
+    def _callback(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        self._seen.add(payload)
+        self._arrived.set()
+
+    async def __call__(self, timeout: float = PRESENCE_TIMEOUT) -> None:
+        tag = uuid.uuid4().hex
+        await self._conn.execute("SELECT pg_notify($1, $2)", SYNC_CHANNEL, tag)
+        async with asyncio.timeout(timeout):
+            while tag not in self._seen:
+                self._arrived.clear()
+                await self._arrived.wait()

@@ -14,6 +14,12 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
+# The event name of a barrier (see tests.harness.barrier): a sentinel a test sends
+# after the action under test, so that it knows what the stream got before it.
+BARRIER_EVENT = "test:barrier"
+# A wait for something that must arrive: generous, for a loaded 2-core machine.
+PRESENCE_TIMEOUT = 20.0
+
 
 @dataclass
 class SSE:
@@ -51,6 +57,7 @@ class SSEClient:
     eof: bool = False
     chunks: int = 0  # HTTP/1.1 chunks received
     _text: str = ""
+    _chunk_size: int | None = None  # read from a size line; its data not yet read
     _events: list[SSE] = field(default_factory=list)
 
     # -- connecting ------------------------------------------------------------
@@ -90,7 +97,8 @@ class SSEClient:
 
     # -- reading ---------------------------------------------------------------
 
-    async def next_event(self, timeout: float = 5.0, *, skip_pings: bool = True) -> SSE:
+    async def next_event(self, timeout: float = PRESENCE_TIMEOUT, *,
+                         skip_pings: bool = True) -> SSE:
         """The next dispatched event (by default skipping ``sync:ping``)."""
         async with asyncio.timeout(timeout):
             while True:
@@ -117,7 +125,35 @@ class SSEClient:
             except (TimeoutError, EOFError):
                 return out
 
-    async def wait_eof(self, timeout: float = 5.0) -> list[SSE]:
+    async def preamble(self, timeout: float = PRESENCE_TIMEOUT) -> list[SSE]:
+        """Read the service's first write to the stream; the events in it.
+
+        The hub registers a stream and writes its preamble in one go: ``retry:``
+        first, then a resume point, a replay or a ``sync:reset``. Once it is read,
+        the stream is registered and whatever is sent from now on arrives after it.
+        """
+        async with asyncio.timeout(timeout):
+            while self.retry is None or self._text:
+                if self.eof:
+                    raise EOFError("stream ended before its preamble")
+                await self._read_some()
+        out = [ev for ev in self._events if ev.event != "sync:ping"]
+        self._events.clear()
+        return out
+
+    async def until_barrier(self, tag: str, timeout: float = PRESENCE_TIMEOUT, *,
+                            skip_pings: bool = True) -> list[SSE]:
+        """Every event before the barrier ``tag`` (other barriers left out)."""
+        out: list[SSE] = []
+        async with asyncio.timeout(timeout):
+            while True:
+                ev = await self.next_event(timeout, skip_pings=skip_pings)
+                if ev.event != BARRIER_EVENT:
+                    out.append(ev)
+                elif ev.json.get("barrier") == tag:
+                    return out
+
+    async def wait_eof(self, timeout: float = 10.0) -> list[SSE]:
         """Read until the server ends the stream; the events seen on the way."""
         out: list[SSE] = []
         async with asyncio.timeout(timeout):
@@ -133,15 +169,21 @@ class SSEClient:
 
     async def _read_some(self) -> None:
         if self.chunked:
-            size_line = await self.reader.readline()
-            if not size_line:
-                raise ConnectionError("connection closed inside a chunked body")
-            size = int(size_line.strip().split(b";")[0], 16)
+            # Safe to cancel (a timeout may strike between a size line and its data):
+            # the size is kept until the chunk's data is read.
+            if self._chunk_size is None:
+                size_line = await self.reader.readline()
+                if not size_line:
+                    raise ConnectionError("connection closed inside a chunked body")
+                self._chunk_size = int(size_line.strip().split(b";")[0], 16)
+            size = self._chunk_size
             if size == 0:
                 await self.reader.readline()
+                self._chunk_size = None
                 self.eof = True
                 return
             data = await self.reader.readexactly(size + 2)
+            self._chunk_size = None
             if data[-2:] != b"\r\n":
                 raise ValueError("bad chunk framing")
             data = data[:-2]

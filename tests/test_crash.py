@@ -15,6 +15,7 @@ import sys
 import uuid
 from typing import Any
 
+import asyncpg
 import pytest
 
 from sse_service.ids import IdCodec
@@ -22,8 +23,16 @@ from sse_service.scratchdb import free_port
 from tests import factories
 from tests.conftest import NotificationLog
 from tests.guarantee import check_stream
-from tests.harness import JWT_KEY, base_env, service_env, token, wait_ready
-from tests.sseclient import SSE, SSEClient
+from tests.harness import (
+    JWT_KEY,
+    ChannelSync,
+    base_env,
+    send_barrier,
+    service_env,
+    token,
+    wait_ready,
+)
+from tests.sseclient import BARRIER_EVENT, PRESENCE_TIMEOUT, SSE, SSEClient
 
 
 def spawn(env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -40,56 +49,80 @@ class EventSourceLike:
         self.user = user
         self.connections: list[list[SSE]] = []
         self.last_id: str | None = None
-        self._stop = asyncio.Event()
+        self.attached = asyncio.Event()  # a first stream is registered
+        self._barriers: set[str] = set()
+        self._progress = asyncio.Event()
+        self._stop = False
+        self._client: SSEClient | None = None
 
     async def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._stop:
             headers = {"Last-Event-ID": self.last_id} if self.last_id else {}
             try:
                 client = await SSEClient.open(self.port, token=token(self.user), headers=headers)
             except OSError:
                 await asyncio.sleep(0.05)
                 continue
+            self._client = client
             seen: list[SSE] = []
             self.connections.append(seen)
             try:
-                while not self._stop.is_set():
-                    try:
-                        ev = await client.next_event(timeout=0.1)
-                    except TimeoutError:
-                        continue
-                    seen.append(ev)
+                seen.extend(await client.preamble())
+                self.attached.set()
+                while not self._stop:
+                    # No timeout: stop() ends the read by closing the connection.
+                    ev = await client.next_event(timeout=3600)
+                    if ev.event == BARRIER_EVENT:
+                        self._barriers.add(ev.json["barrier"])
+                        self._progress.set()
+                    else:
+                        seen.append(ev)
                     self.last_id = client.last_event_id
             except (EOFError, ConnectionError, OSError, ValueError, asyncio.IncompleteReadError):
                 pass
             finally:
                 if client.last_event_id:
                     self.last_id = client.last_event_id
+                self._client = None
                 await client.close()
             await asyncio.sleep(0.05)
 
-    def stop(self) -> None:
-        self._stop.set()
+    async def wait_barrier(self, tag: str, timeout: float = PRESENCE_TIMEOUT) -> None:
+        async with asyncio.timeout(timeout):
+            while tag not in self._barriers:
+                self._progress.clear()
+                await self._progress.wait()
+
+    async def stop(self) -> None:
+        self._stop = True
+        if self._client is not None:
+            await self._client.close()
 
 
 @pytest.mark.slow
-async def test_kill_9_during_a_write_burst(database_dsn: str, db: Any,
-                                           notifications: NotificationLog) -> None:
+async def test_kill_9_during_a_write_burst(database_dsn: str, db: Any) -> None:
     port = free_port()
     env = base_env(database_dsn, port)
     users = [await factories.user(db) for _ in range(4)]
     items = {}
     for u in users:
         items[u] = await factories.item(db, await factories.wishlist(db, u))
+    notifications = NotificationLog()
+    listen = await asyncpg.connect(database_dsn)
+    await listen.add_listener("sse_events", notifications.callback)
+    sync = await ChannelSync.on(listen)
     proc = spawn(env)
     clients: list[EventSourceLike] = []
     tasks: list[asyncio.Task[None]] = []
     try:
         await wait_ready(port)
+        await sync()  # the factories' notifications are in the log: forget them
         notifications.clear()
         clients = [EventSourceLike(port, u) for u in users]
         tasks = [asyncio.create_task(c.run()) for c in clients]
-        await asyncio.sleep(0.5)
+        async with asyncio.timeout(PRESENCE_TIMEOUT):
+            for c in clients:
+                await c.attached.wait()  # every event of the burst is after its preamble
 
         async def burst(start: int, count: int) -> None:
             for i in range(start, start + count):
@@ -100,21 +133,25 @@ async def test_kill_9_during_a_write_burst(database_dsn: str, db: Any,
 
         await burst(0, 100)
         proc.send_signal(signal.SIGKILL)
-        proc.wait(5)
+        proc.wait(20)
         await burst(100, 100)  # nobody listens now: these are gone from NOTIFY
         proc = spawn(env)
         await wait_ready(port)
         await burst(200, 100)
-        await notifications.settle()
-        await asyncio.sleep(1.0)
+        # Each client has whatever the service sent it before its sentinel; the log
+        # has every notification before the sync.
+        for c in clients:
+            await c.wait_barrier(await send_barrier(db, c.user))
+        await sync()
     finally:
         for c in clients:
-            c.stop()
+            await c.stop()
         await asyncio.gather(*tasks)
+        await listen.close()
         proc.kill()
-        proc.wait(5)
+        proc.wait(20)
 
-    sent = notifications.payloads
+    sent = [p for p in notifications.payloads if p["event"] == "items:updated"]
     ids = IdCodec(JWT_KEY)
     for client in clients:
         mine = [ids.public(str(p["id"])) for p in sent if client.user in p["users"]]

@@ -20,7 +20,7 @@ from sse_service.ids import IdCodec
 from tests import factories
 from tests.conftest import NotificationLog
 from tests.guarantee import check_stream
-from tests.harness import JWT_KEY, Running, running, settings_for, token
+from tests.harness import JWT_KEY, ChannelSync, Running, barrier, running, settings_for, token
 from tests.sseclient import SSE, SSEClient
 
 USERS = 3
@@ -47,6 +47,7 @@ async def scenario(dsn: str, ops: list[tuple[int | str, ...]]) -> None:
     db = await asyncpg.connect(dsn)
     log = NotificationLog()
     await db.add_listener("sse_events", log.callback)
+    sync = await ChannelSync.on(db)  # the log has everything committed before a sync()
     clients: list[Client] = []
     for _ in range(USERS):
         u = await factories.user(db)
@@ -57,6 +58,14 @@ async def scenario(dsn: str, ops: list[tuple[int | str, ...]]) -> None:
         small_b = settings_for(dsn, SSE_REPLAY_WINDOW="12", SSE_REPLAY_PER_USER="3")
         async with running(small_a) as a, running(small_b) as b:
             instances: list[Running] = [a, b]
+            await sync()
+            start = len(log.raw)  # both instances LISTEN from here on
+
+            async def caught_up(inst: Running) -> None:
+                """Until ``inst`` has handled every notification committed so far."""
+                await sync()
+                await inst.wait_received(len(log.raw) - start)
+
             serial = 0
             for step in ops:
                 kind = step[0]
@@ -72,23 +81,28 @@ async def scenario(dsn: str, ops: list[tuple[int | str, ...]]) -> None:
                     await c.conn.close()
                     c.conn = None
                 elif kind == "connect" and c.conn is None:
-                    await log.settle(quiet=0.05)
                     inst = instances[int(step[2])]
+                    # Every earlier write is in the log and handled by inst: none of
+                    # them can reach the new stream live, after its `since`.
+                    await caught_up(inst)
                     if c.since is None:
                         c.since = len(log.raw)
                     headers = {"Last-Event-ID": c.last_id} if c.last_id else {}
                     c.conn = await SSEClient.open(inst.port, token=token(c.user),
                                                   headers=headers)
-                    c.timeline.extend(await c.conn.events_within(0.15))
+                    c.timeline.extend(await c.conn.preamble())  # the replay or reset
                     c.last_id = c.conn.last_event_id or c.last_id
-            await log.settle(quiet=0.05)
             for c in clients:
                 if c.conn is None and c.since is not None:  # come back once, as a tab would
                     headers = {"Last-Event-ID": c.last_id} if c.last_id else {}
                     c.conn = await SSEClient.open(b.port, token=token(c.user), headers=headers)
+                    c.timeline.extend(await c.conn.preamble())
                 if c.conn is not None:
-                    c.timeline.extend(await c.conn.events_within(0.1))
+                    # Barriers only now: as events, they would take places in the
+                    # small histories and change what the steps above exercise.
+                    c.timeline.extend(await barrier(db, c.conn, c.user))
                     await c.conn.close()
+            await sync()
     finally:
         await db.close()
 
@@ -96,7 +110,7 @@ async def scenario(dsn: str, ops: list[tuple[int | str, ...]]) -> None:
         if c.since is None:
             continue
         mine = [IdCodec(JWT_KEY).public(str(p["id"])) for p in log.payloads[c.since:]
-                if c.user in p["users"]]
+                if c.user in p["users"] and p["event"] == "items:updated"]
         check_stream(c.timeline, mine)
 
 

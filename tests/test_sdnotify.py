@@ -32,7 +32,7 @@ from sse_service import sdnotify, server
 from sse_service.scratchdb import drop_database, with_database
 from sse_service.settings import Settings
 from tests.harness import JWT_KEY, settings_for, token
-from tests.sseclient import SSEClient, request
+from tests.sseclient import PRESENCE_TIMEOUT, SSEClient, request
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "systemd" / "sse-service.service"
@@ -68,6 +68,11 @@ class NotifySocket:
             return "@" + self.address[1:].decode()
         return self.address
 
+    def drain(self) -> None:
+        """Read every datagram queued now. A sender's ``sendto`` on AF_UNIX queues
+        its datagram at once: after the sender did something, this has it."""
+        self._readable()
+
     def _readable(self) -> None:
         while True:
             try:
@@ -87,7 +92,7 @@ class NotifySocket:
     def count(self, key: str, start: int = 0, stop: int | None = None) -> int:
         return sum(key in m for m in self.messages[start:stop])
 
-    async def wait_for(self, key: str, start: int = 0, timeout: float = 10.0,
+    async def wait_for(self, key: str, start: int = 0, timeout: float = PRESENCE_TIMEOUT,
                        count: int = 1) -> int:
         """Index of the ``count``-th message from ``start`` on that has ``key``."""
         async with asyncio.timeout(timeout):
@@ -159,7 +164,7 @@ async def service_process(env: dict[str, str], log: Path, *,
             await proc.wait()
 
 
-async def wait_answering(port: int, timeout: float = 10.0) -> None:
+async def wait_answering(port: int, timeout: float = PRESENCE_TIMEOUT) -> None:
     async with asyncio.timeout(timeout):
         while True:
             try:
@@ -188,22 +193,23 @@ async def stream_then_sigterm(proc: asyncio.subprocess.Process, port: int, dsn: 
     client = await SSEClient.open(port, f"{STREAM}?token={secret}")
     try:
         assert client.status == 200
-        await client.events_within(0.1)  # the preamble
+        await client.preamble()
         await notify_event(dsn, user, {"id": "i1", "wishlist_id": "w1"})
-        event = await client.next_event(timeout=5)
+        event = await client.next_event()
         assert (event.event, event.json) == ("items:updated", {"id": "i1", "wishlist_id": "w1"})
         assert client.retry == 3000
         proc.send_signal(signal.SIGTERM)
-        await notify.wait_for("STOPPING", start=after, timeout=5)
-        await client.wait_eof(timeout=5)
+        await notify.wait_for("STOPPING", start=after)
+        await client.wait_eof(timeout=PRESENCE_TIMEOUT)
         assert client.eof  # a zero-length chunk: the stream ended cleanly, not cut
         assert client.retry is not None and 500 <= client.retry <= 1500  # jittered, short
     finally:
         await client.close()
-    assert await asyncio.wait_for(proc.wait(), 10) == 0
+    assert await asyncio.wait_for(proc.wait(), PRESENCE_TIMEOUT) == 0
     return secret
 
 
+@pytest.mark.slow  # a process of its own
 async def test_serve_lifecycle_under_the_notify_protocol(
         pg_admin_dsn: str, notify_socket: NotifySocket, tmp_path: Path) -> None:
     # The database does not exist yet: the port answers, but LISTEN cannot be up.
@@ -215,7 +221,12 @@ async def test_serve_lifecycle_under_the_notify_protocol(
             await wait_answering(port)
             ready = await request(port, "/readyz")
             assert ready.status == 503
-            await asyncio.sleep(0.5)  # a few LISTEN attempts fail meanwhile
+            async with asyncio.timeout(PRESENCE_TIMEOUT):  # until a LISTEN attempt has failed
+                while ready.json["listen"]["last_error"] is None:
+                    await asyncio.sleep(0.05)
+                    ready = await request(port, "/readyz")
+            assert ready.status == 503
+            notify_socket.drain()  # whatever it sent until now
             assert notify_socket.index("READY") is None
             waiting = notify_socket.index("STATUS")
             assert waiting is not None
@@ -226,7 +237,7 @@ async def test_serve_lifecycle_under_the_notify_protocol(
                 await admin.execute(f'CREATE DATABASE "{dsn.rsplit("/", 1)[1]}"')
             finally:
                 await admin.close()
-            at = await notify_socket.wait_for("READY", timeout=15)
+            at = await notify_socket.wait_for("READY")
             message = notify_socket.messages[at]
             assert message["READY"] == "1"
             assert message["MAINPID"] == str(proc.pid)
@@ -234,9 +245,10 @@ async def test_serve_lifecycle_under_the_notify_protocol(
             assert (await request(port, "/readyz")).status == 200  # LISTEN was up first
 
             # WATCHDOG_USEC=500000: a ping every 0.25 s from the event loop.
-            await notify_socket.wait_for("WATCHDOG", start=at, count=3, timeout=10)
+            await notify_socket.wait_for("WATCHDOG", start=at, count=3)
             assert notify_socket.count("WATCHDOG", stop=at) == 0
             secret = await stream_then_sigterm(proc, port, dsn, notify_socket, after=at)
+            notify_socket.drain()  # the process has exited: everything it sent is queued
             stopping = notify_socket.index("STOPPING", start=at)
             assert stopping is not None
             assert notify_socket.count("WATCHDOG", start=stopping + 1) == 0
@@ -248,6 +260,7 @@ async def test_serve_lifecycle_under_the_notify_protocol(
     assert secret not in output
 
 
+@pytest.mark.slow  # a process of its own
 async def test_serve_under_memory_deny_write_execute(
         database_dsn: str, notify_socket: NotifySocket, tmp_path: Path) -> None:
     """The unit's MemoryDenyWriteExecute=yes, by the kernel's own switch for it."""
@@ -259,7 +272,7 @@ async def test_serve_under_memory_deny_write_execute(
     port = free_port()
     env = service_env(database_dsn, port, notify_socket)
     async with service_process(env, tmp_path / "service.log", mdwe=True) as proc:
-        at = await notify_socket.wait_for("READY", timeout=15)
+        at = await notify_socket.wait_for("READY")
         await stream_then_sigterm(proc, port, database_dsn, notify_socket, after=at)
 
 
@@ -271,7 +284,7 @@ async def test_port_in_use_exits_71(database_dsn: str, notify_socket: NotifySock
         settings = settings_for(database_dsn, SSE_PORT=str(port))
         code = await server.run(settings, {"NOTIFY_SOCKET": notify_socket.env_value})
     assert code == server.EX_OSERR == 71
-    await asyncio.sleep(0.05)
+    notify_socket.drain()  # run() has returned: all it sent is queued
     assert notify_socket.index("READY") is None
     assert any("cannot serve" in m.get("STATUS", "") for m in notify_socket.messages)
 
@@ -306,10 +319,13 @@ async def test_abstract_socket_and_one_message_per_call() -> None:
 async def test_send_errors_are_logged_once_and_never_raised(
         caplog: pytest.LogCaptureFixture) -> None:
     notifier = sdnotify.Notifier({"NOTIFY_SOCKET": "/nonexistent/sse-test/notify"})
-    with caplog.at_level(logging.WARNING, logger="sse_service.sdnotify"):
-        assert notifier.ready() is False
-        assert notifier.watchdog() is False
-        assert notifier.stopping() is False
+    try:
+        with caplog.at_level(logging.WARNING, logger="sse_service.sdnotify"):
+            assert notifier.ready() is False
+            assert notifier.watchdog() is False
+            assert notifier.stopping() is False
+    finally:
+        notifier.close()
     assert len(caplog.records) == 1
     assert "cannot notify the service manager" in caplog.records[0].getMessage()
     assert sdnotify.Notifier({"NOTIFY_SOCKET": "relative/path"}).enabled is False
@@ -335,9 +351,10 @@ async def test_a_stalled_event_loop_stops_the_pings(notify_socket: NotifySocket)
     try:
         at = await notify_socket.wait_for("WATCHDOG", count=2)
         assert notify_socket.messages[at] == {"WATCHDOG": "1", "STATUS": "7 streams"}
+        notify_socket.drain()  # a ping sent before the stall must not count as after it
         before = len(notify_socket.messages)
         time.sleep(0.5)  # the loop is stuck: 10 ping intervals go by  # noqa: ASYNC251
-        notify_socket._readable()  # read what arrived meanwhile, without the loop
+        notify_socket.drain()  # what arrived meanwhile, read without the loop
         assert len(notify_socket.messages) == before
     finally:
         task.cancel()
@@ -364,6 +381,7 @@ def unit_copy(tmp_path: Path) -> Iterator[Path]:
     yield copy
 
 
+@pytest.mark.slow  # a process of its own
 def test_unit_file_verifies(unit_copy: Path) -> None:
     tool = shutil.which("systemd-analyze")
     if tool is None:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import uuid
 from typing import Any
 
+import pytest
+from aiohttp_sse import EventSourceResponse
+
+from sse_service.stream import _HubStreamResponse
 from tests import factories
-from tests.harness import Running, token
+from tests.harness import Running, barrier, running, settings_for, token
 from tests.sseclient import SSEClient, request
 
 
@@ -25,7 +30,7 @@ async def test_headers_and_preamble(service: Running) -> None:
         assert client.headers["cache-control"] == "no-cache"
         assert client.headers["x-accel-buffering"] == "no"
         assert "content-encoding" not in client.headers
-        await client.events_within(0.2)
+        assert await client.preamble() == []
         assert client.raw.startswith(b"retry: 3000\n")
         assert client.last_event_id is not None  # a resume point from the first byte
     finally:
@@ -45,7 +50,8 @@ async def test_manual_notify_reaches_exactly_the_named_user(service: Running, db
         assert ev.json == data
         assert b'event: items:resolved\ndata: {"id":"x","wishlist_id":"y","status":"resolved",' \
                b'"title":"iPhone 15"}\n\n' in a.raw
-        assert await b.events_within(0.3) == []
+        assert await barrier(db, b, bob) == []  # nothing for bob before the sentinel
+        assert await barrier(db, a, alice) == []  # and alice got it once
     finally:
         await a.close()
         await b.close()
@@ -118,11 +124,68 @@ async def test_healthz_and_readyz(service: Running) -> None:
 
 
 async def test_disconnect_unregisters(service: Running) -> None:
-    client = await SSEClient.open(service.port, token=token(str(uuid.uuid4())))
-    await service.wait_streams(1)
+    """A client that goes away leaves nothing behind: not in the hub, not in the
+    expiry schedule, not in /status; the close is counted as a disconnect."""
+    alice = str(uuid.uuid4())
+    hub, stats = service.service.hub, service.service.stats
+    client = await SSEClient.open(service.port, token=token(alice))
+    await client.preamble()  # registered from here on
+    assert hub.streams_of(alice) == 1 and hub.count == 1
+    assert len(hub.expiries) == 1  # its token's exp is scheduled
+    assert stats.streams_closed["disconnected"] == 0
     await client.close()
     await service.wait_streams(0)
-    await asyncio.sleep(0)
+    assert hub.streams_of(alice) == 0
+    assert hub.subscribers() == []
+    assert len(hub.expiries) == 0
+    assert stats.streams_closed == {"disconnected": 1}
+    resp = await request(service.port, "/api/v1/events/status", token=token(alice))
+    assert resp.json == {"connected": False, "total_connections": 0, "user_connections": 0}
+
+
+# -- the private hook of aiohttp-sse that the service overrides ---------------------------
+
+
+async def test_the_librarys_own_ping_loop_never_runs(database_dsn: str, db: Any,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hub pings all streams itself; aiohttp-sse's ``: ping`` loop is switched off
+    by overriding its private ``_ping``. With the library's interval made tiny, no
+    ``: ping`` may reach a stream: this fails if an upgrade stops calling ``_ping``."""
+    monkeypatch.setattr(_HubStreamResponse, "__init__", functools.partialmethod(
+        EventSourceResponse.__init__, ping_interval=0.001))
+    alice = str(uuid.uuid4())
+    async with running(settings_for(database_dsn)) as svc:
+        client = await SSEClient.open(svc.port, token=token(alice))
+        try:
+            await client.preamble()
+            # Service and test share one event loop: a library ping loop, started
+            # before the preamble was written, is due long before this sleep ends,
+            # so its bytes would precede the sentinel's.
+            await asyncio.sleep(0.05)
+            assert await barrier(db, client, alice, skip_pings=False) == []
+            assert client.comments == []
+            assert b": ping" not in client.raw
+        finally:
+            await client.close()
+
+
+async def test_prepare_still_starts_the_overridden_ping(
+        service: Running, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The other half of the guard: aiohttp-sse's ``prepare`` still runs ``_ping``,
+    so overriding it is what keeps the library's loop from running."""
+    assert "_ping" in vars(EventSourceResponse)
+    started = asyncio.Event()
+
+    async def _ping(self: EventSourceResponse) -> None:
+        started.set()
+
+    monkeypatch.setattr(_HubStreamResponse, "_ping", _ping)
+    client = await SSEClient.open(service.port, token=token(str(uuid.uuid4())))
+    try:
+        await client.preamble()
+        await asyncio.wait_for(started.wait(), 20)
+    finally:
+        await client.close()
 
 
 async def test_the_owner_sees_nothing_of_marks_not_even_in_ids(database_dsn: str,
@@ -130,8 +193,6 @@ async def test_the_owner_sees_nothing_of_marks_not_even_in_ids(database_dsn: str
     """Surprise mode end to end: the owner's stream carries the same kind of bytes
     whether or not somebody marks a gift, and its resume points are keepalive
     markers that change at every ping, not with other users' activity."""
-    from tests.harness import running, settings_for
-
     owner = await factories.user(db)
     wl = await factories.wishlist(db, owner)
     viewer = await factories.user(db)
@@ -140,17 +201,22 @@ async def test_the_owner_sees_nothing_of_marks_not_even_in_ids(database_dsn: str
     async with running(settings_for(database_dsn, SSE_KEEPALIVE_INTERVAL="0.2")) as svc:
         o = await SSEClient.open(svc.port, token=token(owner))
         v = await SSEClient.open(svc.port, token=token(viewer))
-        await svc.wait_streams(2)
-        quiet = await o.events_within(0.7, skip_pings=False)
-        await factories.mark(db, item, viewer)
-        ev = await v.next_event()
-        assert ev.event == "marks:updated"
-        busy = await o.events_within(0.7, skip_pings=False)
-        for window in (quiet, busy):
-            assert window and {e.event for e in window} == {"sync:ping"}
-            ids = [e.id for e in window]
+        try:
+            await o.preamble()
+            await v.preamble()
+            quiet = [await o.next_event(skip_pings=False) for _ in range(3)]
+            await factories.mark(db, item, viewer)
+            ev = await v.next_event()
+            assert ev.event == "marks:updated"
+            # Everything the mark could have caused on the owner's stream is before this.
+            busy = await barrier(db, o, owner, skip_pings=False)
+            busy += [await o.next_event(skip_pings=False) for _ in range(3)]
+            for window in (quiet, busy):
+                assert {e.event for e in window} == {"sync:ping"}
+            ids = [e.id for e in quiet + busy]
             assert len(set(ids)) == len(ids)  # a new marker at every ping
-            assert all(i is not None and i.startswith(svc.service.history.instance)
+            assert all(i is not None and i.startswith(svc.service.history.instance + "-m")
                        for i in ids)
-        await o.close()
-        await v.close()
+        finally:
+            await o.close()
+            await v.close()
