@@ -1,0 +1,142 @@
+"""Anonymous clients that misbehave on purpose: malformed, oversized, slow, forged.
+
+The service runs as ``sse-service serve`` runs it (``sites.serving`` on an
+``AppRunner``), in-process; the descriptor-exhaustion test runs it as a
+process of its own under a low ``RLIMIT_NOFILE``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import pytest
+from aiohttp import web
+
+from sse_service import logs, sites
+from sse_service.app import create_app
+from sse_service.settings import Settings
+from tests.harness import settings_for, token
+
+STREAM = "/api/v1/events/stream"
+
+
+@dataclass
+class Served:
+    port: int
+    runner: web.AppRunner
+
+
+@asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[Served]:
+    """The service on 127.0.0.1 through ``sites.serving``, as the CLI serves it."""
+    runner = web.AppRunner(create_app(settings), handler_cancellation=True,
+                           access_log_class=logs.AccessLogger)
+    await runner.setup()
+    try:
+        async with sites.serving(runner, settings):
+            yield Served(runner.addresses[0][1], runner)
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def served(database_dsn: str) -> AsyncIterator[Served]:
+    async with serving(settings_for(database_dsn, SSE_HOST="127.0.0.1")) as s:
+        yield s
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def json(self) -> dict[str, object]:
+        value = json.loads(self.body)
+        assert isinstance(value, dict)
+        return value
+
+
+async def send_raw(port: int, data: bytes, timeout: float = 10.0) -> Answer:
+    """Send ``data`` as it is and read the answer until the server closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        async with asyncio.timeout(timeout):
+            raw = await reader.read(-1)
+    finally:
+        writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return Answer(int(lines[0].split()[1]), headers, body)
+
+
+def get(path: str, *extra: str) -> bytes:
+    lines = [f"GET {path} HTTP/1.1", "Host: x", "Connection: close", *extra]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def assert_json_error(answer: Answer, status: int, *, secret: str | None = None) -> None:
+    assert answer.status == status, answer
+    assert answer.headers["content-type"].startswith("application/json"), answer
+    assert set(answer.json) == {"error", "message"}, answer
+    assert answer.headers["server"] == "sse-service"
+    if secret is not None:
+        assert secret[:16].encode() not in answer.body
+
+
+# --- issue 12: errors are JSON, echo nothing, name no versions --------------------------
+
+
+async def test_a_malformed_request_gets_json_that_echoes_nothing(served: Served) -> None:
+    secret = token(str(uuid.uuid4()))
+    # A control character in the request line: aiohttp's own 400 quoted ~100 bytes of it.
+    answer = await send_raw(served.port, get(f"/x?token={secret}\x01"))
+    assert_json_error(answer, 400, secret=secret)
+    assert answer.json["error"] == "bad_request"
+    answer = await send_raw(served.port, get(STREAM, f"Cookie: access_token={secret}\x01"))
+    assert_json_error(answer, 400, secret=secret)
+
+
+async def test_an_over_long_request_line_or_header_gets_json(served: Served) -> None:
+    secret = token(str(uuid.uuid4()))
+    answer = await send_raw(served.port, get(f"{STREAM}?token={secret}" + "a" * 9000))
+    assert_json_error(answer, 400, secret=secret)
+    answer = await send_raw(served.port, get(STREAM, f"Authorization: Bearer {secret}"
+                                             + "a" * 9000))
+    assert_json_error(answer, 400, secret=secret)
+
+
+async def test_a_request_head_over_the_total_cap_gets_431(served: Served) -> None:
+    # Each header within aiohttp's per-header limit, together beyond 32 KiB.
+    headers = [f"X-Pad-{i}: " + "p" * 7000 for i in range(6)]
+    answer = await send_raw(served.port, get("/healthz", *headers))
+    assert_json_error(answer, 431)
+
+
+async def test_a_path_with_a_newline_gets_a_json_404(served: Served) -> None:
+    answer = await send_raw(served.port, get("/x%0Ay"))
+    assert_json_error(answer, 404)
+    assert answer.json["error"] == "not_found"
+
+
+async def test_no_response_names_a_version(served: Served) -> None:
+    for data in (get("/healthz"), get(STREAM), get("/nope"), get("/x%0A"),
+                 get(f"{STREAM}?token={token('u')}", "Connection: close")):
+        reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+        writer.write(data)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        writer.close()
+        assert b"\r\nServer: sse-service\r\n" in head, head
+        assert b"aiohttp" not in head.lower() and b"python" not in head.lower(), head
