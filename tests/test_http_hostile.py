@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -140,3 +141,55 @@ async def test_no_response_names_a_version(served: Served) -> None:
         writer.close()
         assert b"\r\nServer: sse-service\r\n" in head, head
         assert b"aiohttp" not in head.lower() and b"python" not in head.lower(), head
+
+
+# --- issue 10: no client can write a log line of its own --------------------------------
+
+FORGED = "<2>sse_service.listener: LISTEN connection lost"
+
+
+@contextmanager
+def journal(capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[[], list[str]]]:
+    """The service's stdout log as ``sse-service serve`` sets it up: its new lines.
+
+    Set up in the test's body: pytest resets the root logger's level after
+    each fixture phase.
+    """
+    logs.setup("DEBUG")
+    try:
+        yield lambda: capsys.readouterr().out.splitlines()
+    finally:
+        logging.getLogger().handlers.clear()
+
+
+async def test_a_decoded_line_break_in_the_path_stays_in_its_log_line(
+        served: Served, capsys: pytest.CaptureFixture[str]) -> None:
+    path = "/x%0A%3C2%3Esse_service.listener:%20LISTEN%20connection%20lost%0D%E2%80%A8\\x0a"
+    lines: list[str] = []
+    with journal(capsys) as new_lines:
+        answer = await send_raw(served.port, get(path))
+        assert answer.status == 404
+        await send_raw(served.port, get("/sentinel"))
+        async with asyncio.timeout(10):
+            while not any("/sentinel" in line for line in lines):
+                await asyncio.sleep(0.02)
+                lines += new_lines()
+    assert all(line.startswith(("<6>", "<7>", "<4>", "<3>")) for line in lines), lines
+    access = [line for line in lines if "LISTEN connection lost" in line]
+    assert len(access) == 1, lines
+    assert access[0].startswith(r"<6>aiohttp.access: GET /x\n<2>sse_service.listener: LISTEN "
+                                r"connection lost\r\u2028\\x0a 404 "), lines
+
+
+def test_every_record_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with journal(capsys) as new_lines:
+        logging.getLogger("aiohttp.server").warning("quoted: %s", "a\n" + FORGED + "\x1b[2J")
+        try:
+            raise ValueError("bad\n" + FORGED)
+        except ValueError:
+            logging.getLogger("sse_service.test").exception("failed")
+        lines = new_lines()
+    assert len(lines) == 2, lines
+    assert lines[0] == r"<4>aiohttp.server: quoted: a\n" + FORGED + r"\x1b[2J"
+    assert lines[1].startswith(r"<3>sse_service.test: failed\nTraceback")
+    assert lines[1].endswith(r"ValueError: bad\n" + FORGED)
