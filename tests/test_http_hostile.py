@@ -21,6 +21,7 @@ from aiohttp import web
 from sse_service import logs, sites
 from sse_service.app import create_app
 from sse_service.settings import Settings
+from sse_service.state import SERVICE
 from tests.harness import settings_for, token
 
 STREAM = "/api/v1/events/stream"
@@ -40,6 +41,10 @@ async def serving(settings: Settings) -> AsyncIterator[Served]:
     await runner.setup()
     try:
         async with sites.serving(runner, settings):
+            service = runner.app[SERVICE]
+            async with asyncio.timeout(15):  # the LISTEN connection, and its first reset
+                while not service.listener.state.connected or service.dispatcher.backlog:
+                    await asyncio.sleep(0.01)
             yield Served(runner.addresses[0][1], runner)
     finally:
         await runner.cleanup()
@@ -193,3 +198,70 @@ def test_every_record_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert lines[0] == r"<4>aiohttp.server: quoted: a\n" + FORGED + r"\x1b[2J"
     assert lines[1].startswith(r"<3>sse_service.test: failed\nTraceback")
     assert lines[1].endswith(r"ValueError: bad\n" + FORGED)
+
+
+# --- issue 11: connections that send nothing, too slowly, or too many ----------------------
+
+
+async def wait_closed(reader: asyncio.StreamReader, timeout: float = 20.0) -> bytes:
+    """What the server sent until it closed the connection (TimeoutError if it does not)."""
+    async with asyncio.timeout(timeout):
+        return await reader.read(-1)
+
+
+async def test_slowloris_headers_are_cut_off_at_the_header_timeout(database_dsn: str) -> None:
+    # The keep-alive timeout is far off: only the header timeout can close it in time.
+    settings = settings_for(database_dsn, SSE_HEADER_TIMEOUT="1", SSE_KEEPALIVE_TIMEOUT="600")
+    async with serving(settings) as s:
+        reader, writer = await asyncio.open_connection("127.0.0.1", s.port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+
+        async def dribble() -> None:
+            for i in range(200):  # one header line every 0.1 s, never the blank line
+                await asyncio.sleep(0.1)
+                writer.write(f"X-Slow-{i}: y\r\n".encode())
+
+        task = asyncio.create_task(dribble())
+        try:
+            assert await wait_closed(reader) == b""  # closed, no answer
+        finally:
+            task.cancel()
+            writer.close()
+        silent_r, silent_w = await asyncio.open_connection("127.0.0.1", s.port)
+        try:
+            assert await wait_closed(silent_r) == b""  # one that never sends a byte
+        finally:
+            silent_w.close()
+
+
+async def test_an_idle_keep_alive_connection_is_closed(database_dsn: str) -> None:
+    settings = settings_for(database_dsn, SSE_HEADER_TIMEOUT="600", SSE_KEEPALIVE_TIMEOUT="1")
+    async with serving(settings) as s:
+        reader, writer = await asyncio.open_connection("127.0.0.1", s.port)
+        try:
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            assert head.startswith(b"HTTP/1.1 200") and b"Connection: close" not in head
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            assert await wait_closed(reader) == b""
+        finally:
+            writer.close()
+
+
+async def test_the_timeouts_never_close_an_open_stream(database_dsn: str) -> None:
+    from tests.sseclient import SSEClient
+    from tests.test_sdnotify import notify_event
+
+    settings = settings_for(database_dsn, SSE_HEADER_TIMEOUT="0.2", SSE_KEEPALIVE_TIMEOUT="0.2")
+    async with serving(settings) as s:
+        user = str(uuid.uuid4())
+        client = await SSEClient.open(s.port, STREAM, token=token(user))
+        try:
+            assert client.status == 200
+            await asyncio.sleep(1.5)  # several timeouts' worth
+            await notify_event(database_dsn, user, {"id": "sentinel"})
+            event = await client.next_event(timeout=15)
+            assert event.event == "items:updated" and json.loads(event.data) == {"id": "sentinel"}
+        finally:
+            await client.close()
