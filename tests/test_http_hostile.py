@@ -10,10 +10,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -25,6 +28,7 @@ from sse_service.state import SERVICE
 from tests.harness import settings_for, token
 
 STREAM = "/api/v1/events/stream"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -265,3 +269,60 @@ async def test_the_timeouts_never_close_an_open_stream(database_dsn: str) -> Non
             assert event.event == "items:updated" and json.loads(event.data) == {"id": "sentinel"}
         finally:
             await client.close()
+
+
+# The service as `sse-service serve`, with few file descriptors to run out of.
+LOW_FD_SERVE = """\
+import resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+from sse_service import cli
+sys.exit(cli.main(["serve"]))
+"""
+
+
+@pytest.mark.slow
+async def test_out_of_file_descriptors_accepting_pauses_with_one_log_line(
+        database_dsn: str, tmp_path: Path) -> None:
+    from tests.harness import base_env, service_env, wait_ready
+    from tests.sseclient import request
+    from tests.test_sdnotify import free_port
+
+    port = free_port()
+    # Idle connections must stay open while we look: a long header timeout.
+    env = service_env(base_env(database_dsn, port, SSE_HEADER_TIMEOUT="120"))
+    log = tmp_path / "service.log"
+    with log.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", LOW_FD_SERVE, env=env, stdout=out,
+            stderr=subprocess.STDOUT, cwd=ROOT)
+    clients: list[asyncio.StreamWriter] = []
+    try:
+        await wait_ready(port)
+        for _ in range(100):  # more than 64: the kernel queues what the service cannot take
+            clients.append((await asyncio.open_connection("127.0.0.1", port))[1])
+        async with asyncio.timeout(15):
+            while "accept" not in log.read_text():  # the first report, whatever its words
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(3)  # several of asyncio's one-second pauses and retries
+        text = log.read_text()
+        assert text.count("cannot accept connections") == 1, text[-3000:]
+        assert "out of system resource" not in text and "Traceback" not in text
+        assert len(text.splitlines()) < 20, text[-3000:]
+        for writer in clients:
+            writer.close()
+        clients.clear()
+        async with asyncio.timeout(30):  # accepting resumes: /healthz answers again
+            while True:
+                try:
+                    if (await request(port, "/healthz")).status == 200:
+                        break
+                except (OSError, TimeoutError):
+                    pass
+                await asyncio.sleep(0.1)
+        assert proc.returncode is None
+    finally:
+        for writer in clients:
+            writer.close()
+        if proc.returncode is None:
+            proc.terminate()
+            await asyncio.wait_for(proc.wait(), 20)
