@@ -305,7 +305,8 @@ async def test_out_of_file_descriptors_accepting_pauses_with_one_log_line(
                 await asyncio.sleep(0.05)
         await asyncio.sleep(3)  # several of asyncio's one-second pauses and retries
         text = log.read_text()
-        assert text.count("cannot accept connections") == 1, text[-3000:]
+        # One line per 10 s at most (two if this machine is slow enough to cross one).
+        assert 1 <= text.count("cannot accept connections") <= 2, text[-3000:]
         assert "out of system resource" not in text and "Traceback" not in text
         assert len(text.splitlines()) < 20, text[-3000:]
         for writer in clients:
