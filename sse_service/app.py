@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from sse_service import routes
+from sse_service import errors, routes
 from sse_service.settings import Settings
 from sse_service.state import SERVICE, Service
 
@@ -34,6 +34,7 @@ def create_app(settings: Settings, *, exit_on_crash: bool = False) -> web.Applic
     routes.setup(app)
     app.cleanup_ctx.append(_background)
     app.on_shutdown.append(_close_streams)
+    app.on_response_prepare.append(errors.on_response_prepare)
     return app
 
 

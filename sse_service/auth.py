@@ -1,12 +1,13 @@
 """Who is asking: the core API's JWT, from a header, a cookie or the query.
 
 Native ``EventSource`` cannot send headers, so a browser passes the token as
-a cookie or as ``?token=``; the access log never records the query string
+``?token=`` or as a cookie; the access log never records the query string
 (see :mod:`sse_service.logs`), and no message here ever includes a token.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import jwt
@@ -14,7 +15,10 @@ from aiohttp import web
 from jwt.types import Options
 
 from sse_service.errors import AuthError
+from sse_service.logs import RateLimited
 from sse_service.settings import Settings
+
+log = logging.getLogger("sse_service.auth")
 
 MAX_TOKEN_LENGTH = 8192
 MAX_USER_ID_LENGTH = 128
@@ -29,10 +33,14 @@ class Principal:
 
 
 def token_from_request(request: web.BaseRequest, cookie_name: str) -> str:
-    """The bearer token: ``Authorization: Bearer`` header, else cookie, else ``token`` query.
+    """The bearer token: ``Authorization: Bearer`` header, else ``token`` query, else cookie.
 
-    An ``Authorization`` header of another scheme (a proxy's Basic auth, say) is
-    not ours and does not hide the cookie or the query parameter.
+    Explicit before ambient: the documented recovery from ``auth:expired`` opens
+    a new stream with ``?token=<new>`` while the browser may still send a stale
+    cookie, so the cookie counts only when the request names no token itself.
+    The first token found is the one checked: an invalid ``?token=`` is refused
+    even if the cookie holds a valid one. An ``Authorization`` header of another
+    scheme (a proxy's Basic auth, say) is not ours and hides nothing.
     """
     scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
     token = token.strip()
@@ -40,7 +48,7 @@ def token_from_request(request: web.BaseRequest, cookie_name: str) -> str:
         if not token:
             raise AuthError("the Authorization header must be 'Bearer <token>'")
     else:
-        token = request.cookies.get(cookie_name) or request.query.get("token") or ""
+        token = request.query.get("token") or request.cookies.get(cookie_name) or ""
         if not token:
             raise AuthError("no token: send Authorization: Bearer, a cookie or ?token=",
                             missing=True)
@@ -65,6 +73,7 @@ class TokenVerifier:
         if self._issuer is not None:
             required.append("iss")
         self._options: Options = {"require": required}
+        self._unexpected_aud = RateLimited(log, interval=60.0)
 
     def verify(self, token: str) -> Principal:
         """The principal of a valid token; :class:`AuthError` for anything else."""
@@ -75,6 +84,16 @@ class TokenVerifier:
             )
         except jwt.ExpiredSignatureError:
             raise AuthError("token expired") from None
+        except jwt.InvalidAudienceError:
+            if self._audience is None:
+                # RFC 7519 4.1.3: a token for named audiences is refused by a
+                # service that is not one of them, and this one names none.
+                self._unexpected_aud.warning(
+                    "aud", "refused a token that carries an audience (aud): set "
+                    "SSE_JWT_AUDIENCE to the core API's audience to accept such tokens")
+                raise AuthError("invalid token: it names an audience, "
+                                "and this service is configured with none") from None
+            raise AuthError("invalid token: wrong audience") from None
         except (jwt.InvalidTokenError, jwt.InvalidKeyError) as exc:
             # Never echo the token; the exception text names only the failed check.
             raise AuthError(f"invalid token: {type(exc).__name__}") from None

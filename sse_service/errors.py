@@ -5,12 +5,17 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from http import HTTPStatus
 
 from aiohttp import web
 
 log = logging.getLogger("sse_service.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# The Server header of every response: aiohttp's default names its own and
+# Python's versions, which only helps someone matching known vulnerabilities.
+SERVER = "sse-service"
 
 
 class ServiceError(Exception):
@@ -55,6 +60,15 @@ class OverCapacity(ServiceError):
         super().__init__(message, {"Retry-After": str(retry_after)})
 
 
+def status_text(status: int) -> tuple[str, str]:
+    """The error code and message of a bare HTTP status: ``(bad_request, Bad Request)``."""
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    return phrase.lower().replace(" ", "_").replace("-", "_"), phrase
+
+
 def json_error(status: int, code: str, message: str,
                headers: Mapping[str, str] | None = None) -> web.Response:
     body = json.dumps({"error": code, "message": message})
@@ -94,6 +108,21 @@ def json_errors(handler: Handler) -> Handler:
             return error_response(exc)
 
     return guarded
+
+
+async def on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    """Every routed response (an ``on_response_prepare`` signal, not a middleware).
+
+    It sets the :data:`SERVER` header, and turns an error response that is not
+    JSON (an ``HTTPException`` that aiohttp's router raised itself, say) into
+    the documented ``{"error", "message"}`` body, keeping status and headers.
+    """
+    response.headers["Server"] = SERVER
+    if (response.status >= 400 and isinstance(response, web.Response)
+            and response.content_type != "application/json"):
+        code, message = status_text(response.status)
+        response.text = json.dumps({"error": code, "message": message})
+        response.content_type = "application/json"
 
 
 async def not_found(request: web.Request) -> web.StreamResponse:

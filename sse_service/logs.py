@@ -3,7 +3,10 @@
 No timestamps (journald adds them) and a syslog-style ``<N>`` level prefix
 that journald understands when ``SyslogLevelPrefix`` is on (the default).
 The access log prints the path without its query string, so a ``?token=``
-can never reach a log file.
+can never reach a log file. Every line is one line: control characters, in
+whatever a client sent or a library quoted, are escaped (``\\n``, ``\\x01``),
+so that no client can start a line of its own (journald reads each line's
+``<N>`` as its priority).
 """
 
 from __future__ import annotations
@@ -37,6 +40,31 @@ def _pattern(cookie: str) -> re.Pattern[str]:
 _SECRETS = _pattern("access_token")
 
 
+# C0 and C1 controls and the Unicode line separators: a line break to someone.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match[0]
+    named = _NAMED.get(char)
+    if named is not None:
+        return named
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape(text: str) -> str:
+    """``text`` with every control character (and U+2028/9) written as an escape."""
+    return _CONTROL.sub(_escaped, text)
+
+
+def escape_client(text: str) -> str:
+    """A value a client chose, for a log line: backslashes doubled, controls escaped,
+    so that what the log shows reads back as exactly what was sent."""
+    return escape(text.replace("\\", "\\\\"))
+
+
 def redact(text: str, secrets: re.Pattern[str] = _SECRETS) -> str:
     """``text`` with bearer tokens, JWTs and ``token=`` values replaced by ``***``."""
     return secrets.sub(r"\g<k>***", _JWT.sub("***", text))
@@ -62,7 +90,8 @@ class JournalFormatter(logging.Formatter):
             record.exc_info = record.exc_text = None
             record.msg = f"{record.getMessage()}: bad request ({type(exc).__name__})"
             record.args = ()
-        return prefix + redact(super().format(record), self._secrets)
+        # One record, one line: a traceback too (its line breaks become "\\n").
+        return prefix + escape(redact(super().format(record), self._secrets))
 
 
 def setup(level: str, cookie: str = "access_token") -> None:
@@ -75,12 +104,18 @@ def setup(level: str, cookie: str = "access_token") -> None:
 
 
 class AccessLogger(AbstractAccessLogger):
-    """``METHOD /path STATUS bytes seconds``, without the query string."""
+    """``METHOD /path STATUS bytes seconds``, without the query string.
+
+    The method and the (percent-decoded) path are the client's: a ``%0A`` in the
+    path is a line break once decoded, so both are escaped here (and the
+    formatter escapes whatever else reaches a line).
+    """
 
     __slots__ = ()  # aiohttp makes one per connection: no __dict__ for each
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
-        self.logger.info("%s %s %s %s %.3f", request.method, request.path,
+        self.logger.info("%s %s %s %s %.3f", escape_client(request.method),
+                         escape_client(request.path),
                          response.status, response.body_length, time)
 
 

@@ -70,6 +70,8 @@ class Settings:
     shutdown_timeout: float = 5.0
     send_timeout: float = 60.0
     backlog: int = 2048
+    header_timeout: float = 10.0
+    keepalive_timeout: float = 15.0
     metrics_enabled: bool = True
     metrics_allow: tuple[str, ...] = ("127.0.0.1", "::1")
     log_level: str = "INFO"
@@ -113,6 +115,8 @@ class Settings:
             shutdown_timeout=r.get("SHUTDOWN_TIMEOUT", _float_range(0, 600), 5.0),
             send_timeout=r.get("SEND_TIMEOUT", _float_range(1, 3600), 60.0),
             backlog=r.get("BACKLOG", _int_range(1, 1_000_000), 2048),
+            header_timeout=r.get("HEADER_TIMEOUT", _float_range(0.1, 3600), 10.0),
+            keepalive_timeout=r.get("KEEPALIVE_TIMEOUT", _float_range(0.1, 3600), 15.0),
             metrics_enabled=r.get("METRICS_ENABLED", _bool, True),
             metrics_allow=r.get("METRICS_ALLOW", _networks, ("127.0.0.1", "::1")),
             log_level=database.log_level,

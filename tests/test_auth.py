@@ -175,3 +175,45 @@ async def test_a_malformed_cookie_header_with_a_token_is_not_logged(
     out = capsys.readouterr().out
     assert "bad request (BadHttpMessage)" in out
     assert "opaque-secret-value" not in out
+
+
+async def test_an_explicit_token_wins_over_a_stale_cookie(service: Running) -> None:
+    """The recovery after auth:expired: reopen with ?token=<new> while the old cookie stays."""
+    user = str(uuid.uuid4())
+    stale = f"access_token={token(user, ttl=-10)}"
+    q = await SSEClient.open(service.port, f"{STREAM}?token={token(user)}",
+                             headers={"Cookie": stale})
+    h = await SSEClient.open(service.port, token=token(user), headers={"Cookie": stale})
+    try:
+        assert q.status == 200 and h.status == 200
+    finally:
+        await q.close()
+        await h.close()
+    # The first token found is the one checked: no fallback to the ambient cookie.
+    resp = await request(service.port, f"{STREAM}?token={token(user, ttl=-10)}",
+                         headers={"Cookie": f"access_token={token(user)}"})
+    assert resp.status == 401 and resp.json["message"] == "token expired"
+    resp = await request(service.port, "/api/v1/events/status",
+                         headers={"Cookie": f"access_token={token(user)}"})
+    assert resp.status == 200  # the cookie alone still works
+
+
+async def test_a_token_with_an_audience_needs_SSE_JWT_AUDIENCE(
+        service: Running, database_dsn: str, caplog: pytest.LogCaptureFixture) -> None:
+    """RFC 7519 4.1.3: with no audience configured, a token naming one is refused."""
+    from tests.harness import running, settings_for
+
+    user = str(uuid.uuid4())
+    with caplog.at_level(logging.WARNING, "sse_service.auth"):
+        resp = await request(service.port, "/api/v1/events/status",
+                             token=token(user, aud="wishwithme"))
+    assert resp.status == 401 and resp.json["error"] == "invalid_token"
+    assert "audience" in str(resp.json["message"])
+    assert any("SSE_JWT_AUDIENCE" in r.getMessage() for r in caplog.records)
+    async with running(settings_for(database_dsn, SSE_JWT_AUDIENCE="wishwithme")) as svc:
+        resp = await request(svc.port, "/api/v1/events/status",
+                             token=token(user, aud="wishwithme"))
+        assert resp.status == 200
+        for wrong in (token(user, aud="another"), token(user)):
+            resp = await request(svc.port, "/api/v1/events/status", token=wrong)
+            assert resp.status == 401
