@@ -2,9 +2,10 @@
 start installs and runs from a fresh ``git clone`` of the repository.
 
 The quick start block is the first ```sh block under the README's heading
-that contains "Quick start". Its lines up to the one that sets up (``.ci/setup``,
-or the last ``pip install``) run as written, in a clone in a temporary folder (so a file the package needs but git
-does not hold is caught); ``PIP_NO_DEPS=1`` keeps pip from downloading the
+that contains "Quick start". Its lines up to the one that sets up
+(``.ci/setup``, or the last ``pip install``) run as written, in a clone in a
+temporary folder (so a file the package needs but git does not hold is caught);
+``PIP_NO_DEPS=1`` keeps pip from downloading the
 dependencies again, which the clone's venv then borrows from the venv running
 the tests. Serving and the test suite are not run (they do not end by
 themselves): every ``sse-service`` command the block names must exist, and
