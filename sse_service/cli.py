@@ -52,11 +52,17 @@ def build_parser() -> argparse.ArgumentParser:
     from sse_service import bench  # imported here: only the bench needs it
     bench.add_arguments(sub.add_parser(
         "bench", help="benchmark: streams, memory, fan-out, latency, trigger cost (JSON out)"))
+    from sse_service import demo  # only its options: the demo's machinery loads when it runs
+    demo.add_arguments(sub.add_parser(
+        "demo", help="try it: a throw-away database, sample data and a demo page"))
     return parser
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "demo":  # brings its own database and settings
+        from sse_service import demo
+        return demo.main(args, os.environ if env is None else env)
     try:
         settings = Settings.from_env(os.environ if env is None else env)
     except ConfigError as exc:
