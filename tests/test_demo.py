@@ -8,21 +8,40 @@ in Debian's Chromium through Playwright.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import os
+import shutil
+import signal
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import asyncpg
+import pytest
 from aiohttp import web
 
 from sse_service import demo_app, demo_data, logs
 from sse_service.app import create_app
-from tests.harness import Running, settings_for, token
+from sse_service.scratchdb import free_port, server_answers
+from tests.browser import chromium, requires_browser
+from tests.harness import Running, service_env, settings_for, token
 from tests.sseclient import SSEClient, request
+
+if TYPE_CHECKING:
+    from playwright.async_api import Locator, Page
+
+try:
+    from playwright.async_api import expect
+except ImportError:  # pragma: no cover - the test extras install it; requires_browser skips
+    pass
 
 
 @dataclass
@@ -203,3 +222,146 @@ async def test_item_cap_and_write_budget(fresh_database_dsn: str) -> None:
             assert resp.status == 429 and resp.headers["Retry-After"] == "1"
         _, view = await run.call("GET", "/api/view", "owner")
         assert view["wishlist"]["name"] == "b"
+
+
+# -- the command itself, in a browser ------------------------------------------------
+
+
+@dataclass
+class DemoProcess:
+    """``python -m sse_service demo`` with its output collected line by line."""
+
+    proc: asyncio.subprocess.Process
+    lines: list[str] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def collect(self) -> None:
+        # Read everything it prints, so that its access log never fills the pipe.
+        assert self.proc.stdout is not None
+        while line := await self.proc.stdout.readline():
+            self.lines.append(line.decode(errors="replace").rstrip("\n"))
+            self.changed.set()
+
+    async def line_after(self, prefix: str, timeout: float) -> str:
+        """What follows ``prefix`` on the first line holding it."""
+        async with asyncio.timeout(timeout):
+            while True:
+                for line in self.lines:
+                    if prefix in line:
+                        return line.split(prefix, 1)[1].strip()
+                if self.proc.returncode is not None:
+                    raise AssertionError("demo exited:\n" + "\n".join(self.lines))
+                self.changed.clear()
+                await self.changed.wait()
+
+
+def _stop_cluster_left_behind(cluster: Path) -> None:
+    """After a failed test only: stop a postmaster the demo did not stop, remove its files."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        pid = int((cluster / "data" / "postmaster.pid").read_text().splitlines()[0])
+        os.kill(pid, signal.SIGQUIT)  # immediate shutdown
+    shutil.rmtree(cluster, ignore_errors=True)
+
+
+@pytest.mark.slow
+@requires_browser
+async def test_demo_command_in_a_browser() -> None:
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sse_service", "demo", "--port", str(port),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        env=service_env({}), start_new_session=True)
+    demo = DemoProcess(proc)
+    collector = asyncio.create_task(demo.collect())
+    cluster: Path | None = None
+    try:
+        # initdb and the server's start take a while on a loaded machine.
+        url = await demo.line_after("demo is running: open ", 180)
+        assert url == f"http://127.0.0.1:{port}/demo"
+        cluster = Path(await demo.line_after("cluster directory: ", 5))
+        assert (cluster / "data" / "PG_VERSION").exists()
+        pg_port = int(urlsplit(await demo.line_after("psql ", 5)).port or 0)
+        assert server_answers("127.0.0.1", pg_port)
+
+        async with chromium() as browser:
+            page = await browser.new_page()
+            await page.goto(url)
+            await check_demo_page(page)
+
+            proc.send_signal(signal.SIGINT)  # Ctrl-C, with both streams open
+            async with asyncio.timeout(60):
+                assert await proc.wait() == 0, "\n".join(demo.lines)
+        await collector
+        assert not cluster.exists()
+        assert not server_answers("127.0.0.1", pg_port)
+        assert any(line.startswith("removed the PostgreSQL cluster") for line in demo.lines)
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                async with asyncio.timeout(60):
+                    await proc.wait()
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        collector.cancel()
+        if cluster is not None and cluster.exists():
+            _stop_cluster_left_behind(cluster)
+
+
+WAIT = 30_000  # ms, for every wait on something to appear
+
+
+def logged(pane: Locator, event: str) -> Locator:
+    """The entries of ``event`` in the pane's log of what its client received."""
+    return pane.locator(f'ol.log li[data-event="{event}"]')
+
+
+async def received(pane: Locator) -> list[str]:
+    """The events the pane's client received, oldest first (resyncs left out)."""
+    names = await pane.locator("ol.log li").evaluate_all(
+        "(items) => items.map((li) => li.dataset.event)")
+    return [name for name in reversed(names) if name != "resync"]
+
+
+async def check_demo_page(page: Page) -> None:
+    """Owner and viewer side by side: changes cross over, marks stay hidden."""
+    owner = page.locator('section[data-pane="owner"]')
+    viewer = page.locator('section[data-pane="viewer"]')
+    for pane in (owner, viewer):
+        await expect(pane.locator("[data-state]")).to_have_text("open", timeout=WAIT)
+        await expect(pane.locator("li[data-item-id]")).to_have_count(
+            len(demo_data.SAMPLE_ITEMS), timeout=WAIT)
+    # The sample's mark: the viewer sees it, the owner's pane has no trace of marks.
+    await expect(viewer.locator('[data-marked="true"]')).to_have_count(1, timeout=WAIT)
+
+    # A click in the owner's pane reaches the viewer's pane (and the owner's own).
+    await owner.locator('input[name="title"]').fill("Kettle")
+    await owner.locator('button[data-action="add"]').click()
+    kettle_for_viewer = viewer.locator("li[data-item-id]", has_text="Kettle")
+    await expect(kettle_for_viewer).to_have_count(1, timeout=WAIT)
+    kettle_for_owner = owner.locator("li[data-item-id]", has_text="Kettle")
+    await expect(kettle_for_owner).to_have_count(1, timeout=WAIT)
+    await expect(logged(viewer, "items:updated")).to_have_count(1, timeout=WAIT)
+
+    # The viewer marks the kettle: his pane shows it...
+    await kettle_for_viewer.locator('button[data-action="mark"]').click()
+    await expect(kettle_for_viewer.locator('[data-marked="true"]')).to_have_count(1, timeout=WAIT)
+    await expect(logged(viewer, "marks:updated")).to_have_count(1, timeout=WAIT)
+    # ... and the owner's does not. Barrier: an event the owner does get, sent after
+    # the mark; once it is in the owner's log, anything about the mark would be too.
+    await owner.locator('input[name="name"]').fill("Alice's party")
+    await owner.locator('button[data-action="rename"]').click()
+    await expect(logged(owner, "wishlists:updated")).to_have_count(1, timeout=WAIT)
+    await expect(owner.locator("h3.wishlist-name")).to_have_text("Alice's party", timeout=WAIT)
+    await expect(viewer.locator("h3.wishlist-name")).to_have_text("Alice's party", timeout=WAIT)
+    # Nothing but the two changes the owner made: not even the mark's timing.
+    assert await received(owner) == ["items:updated", "wishlists:updated"]
+    assert await owner.locator(".marks, [data-marked], [data-action=mark]").count() == 0
+
+    # Resolving: the owner hears items:resolved, the viewer items:updated.
+    await kettle_for_owner.locator('button[data-action="resolve"]').click()
+    await expect(logged(owner, "items:resolved")).to_have_count(1, timeout=WAIT)
+    await expect(kettle_for_viewer).to_have_attribute("data-status", "resolved", timeout=WAIT)
+    assert await logged(viewer, "items:resolved").count() == 0
+    assert await page.locator("#fatal").inner_text() == ""
