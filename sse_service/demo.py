@@ -62,7 +62,7 @@ def main(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         return EX_INTERRUPTED
     except RuntimeError as exc:  # no PostgreSQL binaries
         print(f"sse-service: {exc}", file=sys.stderr)
-        return 69
+        return 69  # EX_UNAVAILABLE, as the CLI's
     finally:
         if cluster is not None:
             cluster.destroy()

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from sse_service import demo_app, demo_data, logs, scratchdb
 from sse_service.app import create_app
+from sse_service.cli import EX_OK, EX_OSERR, EX_UNAVAILABLE
 from sse_service.settings import Settings
 from sse_service.state import SERVICE
 
@@ -83,8 +84,9 @@ async def run(admin_dsn: str, port: int, log_level: str,
               announce: Callable[[Running], None]) -> int:
     """Serve the demo on 127.0.0.1:``port`` (0: a free one) until SIGINT or SIGTERM.
 
-    ``announce`` is called once the service can deliver events. The exit code:
-    0 after a signal, 1 if the service could not start.
+    ``announce`` is called once the service can deliver events. The exit code
+    (as the CLI's): 0 after a signal, 71 if the port is taken, 69 if LISTEN
+    never came up.
     """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -109,9 +111,9 @@ async def run(admin_dsn: str, port: int, log_level: str,
                 await web.TCPSite(runner, settings.host, port, backlog=settings.backlog).start()
             except OSError as exc:
                 log.error("cannot serve on 127.0.0.1:%d: %s", port, exc)
-                return 1
+                return EX_OSERR
             if not await _until_listening(app, stop):
-                return 0 if stop.is_set() else 1
+                return EX_OK if stop.is_set() else EX_UNAVAILABLE
             bound = runner.addresses[0][1]
             base = f"http://127.0.0.1:{bound}"
             announce(Running(url=base + demo_app.PAGE_PATH,
@@ -119,7 +121,7 @@ async def run(admin_dsn: str, port: int, log_level: str,
                              dsn=dsn, sample=sample, tokens=tokens))
             await stop.wait()
             log.info("stopping")
-            return 0
+            return EX_OK
         finally:
             await runner.cleanup()
     finally:

@@ -14,6 +14,8 @@ import json
 import os
 import shutil
 import signal
+import socket
+import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -365,3 +367,20 @@ async def check_demo_page(page: Page) -> None:
     await expect(kettle_for_viewer).to_have_attribute("data-status", "resolved", timeout=WAIT)
     assert await logged(viewer, "items:resolved").count() == 0
     assert await page.locator("#fatal").inner_text() == ""
+
+
+@pytest.mark.slow
+def test_demo_on_a_taken_port_exits_71_and_leaves_nothing() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "sse_service", "demo", "--port", str(port)],
+            env=service_env({}), capture_output=True, text=True, timeout=180)
+    assert result.returncode == 71, result.stdout + result.stderr
+    assert f"cannot serve on 127.0.0.1:{port}" in result.stdout
+    removed = [line for line in result.stdout.splitlines()
+               if line.startswith("removed the PostgreSQL cluster in ")]
+    assert len(removed) == 1
+    assert not Path(removed[0].rsplit(" ", 1)[1]).exists()
