@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from sse_service.scratchdb import PrivateCluster
 
 EX_INTERRUPTED = 130  # Ctrl-C before the demo was up
+LOG_LEVEL = "INFO"  # the access log shows each button's request and each stream
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,22 +43,20 @@ def _port(raw: str) -> int:
 def main(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Run the demo until a signal; the exit code (0 when stopped by a signal).
 
-    ``env`` may set ``SSE_LOG_LEVEL``; the demo's other settings are its own.
+    ``env`` is not consulted: the demo's settings are all its own (a database
+    it creates, a key it draws, 127.0.0.1), so that an ``SSE_*`` left in the
+    shell for a real deployment cannot change what a newcomer sees.
     """
+    del env
     from sse_service import demo_server, logs
 
-    level = env.get("SSE_LOG_LEVEL", "").strip().upper() or "INFO"
-    if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-        print("sse-service: SSE_LOG_LEVEL: expected DEBUG, INFO, WARNING or ERROR",
-              file=sys.stderr)
-        return 78
-    logs.setup(level)
+    logs.setup(LOG_LEVEL)
     cluster: PrivateCluster | None = None
     try:
         print("starting a private PostgreSQL cluster ...", flush=True)
         cluster = demo_server.new_cluster()
         cluster.start()
-        return asyncio.run(demo_server.run(cluster.dsn, args.port, level, _banner(cluster)))
+        return asyncio.run(demo_server.run(cluster.dsn, args.port, LOG_LEVEL, _banner(cluster)))
     except KeyboardInterrupt:
         return EX_INTERRUPTED
     except RuntimeError as exc:  # no PostgreSQL binaries
