@@ -40,7 +40,7 @@ class Pane {
     this.title = el("h3", { class: "wishlist-name" });
     this.items = el("ul", { class: "items" });
     this.error = el("p", { class: "error" });
-    this.log = el("ol", { class: "log" });
+    this.log = el("ol", { class: "log", reversed: "" }); // newest first, numbered in arrival order
     root.append(
       el("h2", {}, `${user.name}, the ${role}`),
       el("p", { class: "state" }, "stream: ", this.state),
