@@ -13,6 +13,7 @@ Exit codes (sysexits.h): 0 success, 1 a check failed, 2 bad usage,
 from __future__ import annotations
 
 import argparse
+import importlib
 import asyncio
 import json
 import logging
@@ -44,6 +45,7 @@ __all__ = ["EX_CONFIG", "EX_FAILED", "EX_OK", "EX_OSERR", "EX_SOFTWARE", "EX_UNA
 log = logging.getLogger("sse_service")
 
 _BENCH_HELP = "benchmark: streams, memory, fan-out, latency, trigger cost (JSON out)"
+_DEMO_HELP = "try it: a throw-away database, sample data, the service and a demo page"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,18 +65,25 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("event", help="event name, e.g. items:updated")
     send.add_argument("users", nargs="+", help="recipient user ids")
     send.add_argument("--data", default="{}", help="JSON object for the event's data")
-    # A placeholder: its own arguments are parsed by bench_parser(), which
-    # imports the benchmark, only when it is the command.
+    # Placeholders: their own arguments are parsed by a parser that imports the
+    # benchmark or the demo, only when it is the command (see parse()).
     sub.add_parser("bench", help=_BENCH_HELP, add_help=False)
+    sub.add_parser("demo", help=_DEMO_HELP, add_help=False)
     return parser
 
 
-def bench_parser() -> argparse.ArgumentParser:
-    """The parser of ``sse-service bench``'s own arguments (imports the benchmark)."""
-    from sse_service import bench
+# Commands whose own arguments come from a module imported only when it is the
+# command, so that ``serve`` never imports the benchmark or the demo.
+_LAZY_COMMANDS = {"bench": ("sse_service.bench", _BENCH_HELP),
+                  "demo": ("sse_service.demo", _DEMO_HELP)}
 
-    parser = argparse.ArgumentParser(prog="sse-service bench", description=_BENCH_HELP)
-    bench.add_arguments(parser)
+
+def command_parser(command: str) -> argparse.ArgumentParser:
+    """The parser of a lazily loaded command's own arguments (imports its module)."""
+    module_name, description = _LAZY_COMMANDS[command]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"sse-service {command}", description=description)
+    module.add_arguments(parser)
     return parser
 
 
@@ -82,8 +91,8 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line, as :func:`main` sees it."""
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
-    if args.command == "bench":
-        return bench_parser().parse_args(rest, namespace=args)
+    if args.command in _LAZY_COMMANDS:
+        return command_parser(args.command).parse_args(rest, namespace=args)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     return args
@@ -100,6 +109,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     args = parse(argv)
     environ = os.environ if env is None else env
     command = args.command or "serve"
+    if command == "demo":  # brings its own database and settings
+        from sse_service import demo
+        return demo.main(args, environ)
     try:
         if command in DATABASE_COMMANDS:
             return _database_command(args, DatabaseSettings.from_env(environ))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from sse_service import assets
 from sse_service.errors import Handler, json_errors, method_not_allowed, not_found
 from sse_service.state import SERVICE
 from sse_service.stream import STREAM_PATH, stream
@@ -58,4 +59,5 @@ def setup(app: web.Application) -> None:
 
         metrics.setup(app)
         add_get(app, "/metrics", json_errors(metrics.metrics))
+    assets.setup(app)
     app.router.add_route("*", "/{tail:.*}", not_found)
