@@ -13,8 +13,8 @@ Exit codes (sysexits.h): 0 success, 1 a check failed, 2 bad usage,
 from __future__ import annotations
 
 import argparse
-import importlib
 import asyncio
+import importlib
 import json
 import logging
 import os
