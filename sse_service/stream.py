@@ -79,6 +79,8 @@ async def _open(request: web.Request) -> tuple[web.StreamResponse, Subscriber | 
         principal.user_id, transport,
         chunked=bool(getattr(writer, "chunked", False)),
         max_buffer=settings.stream_buffer_bytes,
-        expires_at=principal.expires_at,  # the hub ends the stream then
+        # The token is accepted until exp + leeway: end the stream then, not at exp
+        # (where a client would reconnect, be accepted again, and loop).
+        expires_at=principal.expires_at + settings.jwt_leeway,
     )
     return response, sub

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 import uuid
 from typing import Any
 
+import jwt
 import pytest
 
 from sse_service.ids import IdCodec
@@ -317,3 +319,25 @@ async def test_a_dead_peer_is_noticed_by_the_keepalive(database_dsn: str) -> Non
         await svc.wait_streams(0, timeout=20)
         assert svc.service.stats.streams_closed["disconnected"] == 1
         await c.close()
+
+
+async def test_a_token_within_the_leeway_lives_until_exp_plus_leeway(database_dsn: str,
+                                                                      db: Any) -> None:
+    """Accepted within SSE_JWT_LEEWAY, the stream must not be expired at once (the
+    client would loop); it ends at exp + leeway, consistently with the check."""
+    async with running(settings_for(database_dsn, SSE_JWT_LEEWAY="3")) as svc:
+        user = str(uuid.uuid4())
+        tok = token(user, ttl=-1)  # exp one second ago, inside the leeway
+        exp = jwt.decode(tok, options={"verify_signature": False})["exp"]
+        c = await SSEClient.open(svc.port, token=tok)
+        try:
+            assert c.status == 200
+            await svc.wait_streams(1)
+            await notify(db, user, 1)  # the barrier: still open when it arrives
+            ev = await c.next_event()
+            assert (ev.event, ev.json) == ("items:updated", {"n": 1})
+            events = await c.wait_eof(timeout=10)
+            assert [e.event for e in events if e.event != "sync:ping"] == ["auth:expired"]
+            assert time.time() >= exp + 3 - 0.05  # never before exp + leeway
+        finally:
+            await c.close()
