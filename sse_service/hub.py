@@ -38,23 +38,44 @@ class Hub:
         # Staged by deliver(), written by flush(): an event, or the SSE blocks of several.
         self._pending: dict[Subscriber, Event | list[bytes]] = {}
         self.count = 0
+        self._opening = 0  # places held by reserve(), not yet attached or released
         self._shutdown_retry_ms: int | None = None  # set when the shutdown begins
         self.expiries = Expiries(_expire)
 
     # -- streams -------------------------------------------------------------
 
-    def check_capacity(self) -> None:
-        """Raise :class:`OverCapacity` when no further stream may open."""
-        if self.count >= self.max_streams:
+    def reserve(self) -> None:
+        """Hold a place under ``max_streams`` for a stream about to open.
+
+        Raises :class:`OverCapacity` when none is left. Taken before the handler's
+        first ``await``, so that concurrent opens cannot all pass the check; the
+        place is turned into a stream by :meth:`attach`, or given back by
+        :meth:`release` on every path that does not get there.
+        """
+        if self.count + self._opening >= self.max_streams:
             raise OverCapacity("this instance holds its maximum number of streams",
                                retry_after=random.randint(5, 30))
+        self._opening += 1
+
+    def release(self) -> None:
+        """Give back a place :meth:`reserve` held for a stream that will not attach."""
+        if self._opening <= 0:
+            raise RuntimeError("release() without reserve()")
+        self._opening -= 1
+
+    @property
+    def opening(self) -> int:
+        """Places reserved by streams that are still opening."""
+        return self._opening
 
     def streams_of(self, user: str) -> int:
         """How many live streams ``user`` has open on this instance."""
         return sum(1 for sub in self._streams.get(user, ()) if not sub.closed)
 
     def attach(self, sub: Subscriber, last_event_id: str | None) -> None:
-        """Register ``sub`` and write its preamble: ``retry:``, then a replay or a reset."""
+        """Register ``sub`` in the place :meth:`reserve` held, and write its preamble:
+        ``retry:``, then a replay or a reset."""
+        self.release()  # the place becomes the stream (or nothing, on shutdown)
         self.flush()  # nothing staged may overtake, or follow, the replay
         if self._shutdown_retry_ms is not None:  # accepted just as the shutdown began
             sub.close("shutdown", final=self._restart_notice())

@@ -7,12 +7,17 @@ import json
 import re
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import jwt
 import pytest
+from aiohttp import web
 
+from sse_service.app import create_app
 from sse_service.ids import IdCodec
+from sse_service.settings import Settings
 from tests.harness import JWT_KEY, Running, running, settings_for, start, token
 from tests.sseclient import SSEClient, request
 
@@ -341,3 +346,64 @@ async def test_a_token_within_the_leeway_lives_until_exp_plus_leeway(database_ds
             assert time.time() >= exp + 3 - 0.05  # never before exp + leeway
         finally:
             await c.close()
+
+
+@asynccontextmanager
+async def slow_to_prepare(settings: Settings, delay: float) -> AsyncIterator[Running]:
+    """The service, with a response-prepare hook that awaits: every open of a stream
+    suspends between the capacity check and the registration, as it may in production
+    when the headers' write has to wait."""
+    app = create_app(settings)
+
+    async def slow(request: web.Request, _response: web.StreamResponse) -> None:
+        if request.path == STREAM:
+            await asyncio.sleep(delay)
+
+    app.on_response_prepare.append(slow)
+    runner = web.AppRunner(app, handler_cancellation=True)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    svc = Running(app, runner, runner.addresses[0][1])
+    try:
+        await svc.wait_listening()
+        yield svc
+    finally:
+        await svc.stop()
+
+
+async def test_concurrent_opens_do_not_overshoot_the_cap(database_dsn: str) -> None:
+    async with slow_to_prepare(settings_for(database_dsn, SSE_MAX_STREAMS="2"), 0.3) as svc:
+        hub = svc.service.hub
+        clients = await asyncio.gather(*(
+            SSEClient.open(svc.port, token=token(str(uuid.uuid4()))) for _ in range(6)))
+        try:
+            assert sorted(c.status for c in clients) == [200, 200, 503, 503, 503, 503]
+            await svc.wait_streams(2)
+            assert hub.opening == 0
+        finally:
+            for c in clients:
+                await c.close()
+        await svc.wait_streams(0)
+        # A client that leaves while its stream is being prepared gives its place back.
+        opened = svc.service.stats.streams_opened
+        for _ in range(3):
+            _reader, writer = await asyncio.open_connection("127.0.0.1", svc.port)
+            writer.write((f"GET {STREAM} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                          f"{token(str(uuid.uuid4()))}\r\n\r\n").encode())
+            await writer.drain()
+            async with asyncio.timeout(5):
+                while hub.opening == 0:
+                    await asyncio.sleep(0.005)
+            writer.close()
+        async with asyncio.timeout(10):
+            while hub.opening:
+                await asyncio.sleep(0.01)
+        assert svc.service.stats.streams_opened == opened  # released, never attached
+        again = [await SSEClient.open(svc.port, token=token(str(uuid.uuid4())))
+                 for _ in range(2)]
+        try:
+            assert [c.status for c in again] == [200, 200]
+            await svc.wait_streams(2)
+        finally:
+            for c in again:
+                await c.close()
