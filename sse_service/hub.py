@@ -17,6 +17,7 @@ from sse_service.errors import OverCapacity
 from sse_service.events import ID_RE, Event, dumps, encode, frame, ping
 from sse_service.expiry import Expiries
 from sse_service.history import History, Reset, Resume
+from sse_service.logs import RateLimited
 from sse_service.stats import Stats
 from sse_service.subscriber import Subscriber
 
@@ -41,6 +42,7 @@ class Hub:
         self._opening = 0  # places held by reserve(), not yet attached or released
         self._shutdown_retry_ms: int | None = None  # set when the shutdown begins
         self.expiries = Expiries(_expire)
+        self._log = RateLimited(log)
 
     # -- streams -------------------------------------------------------------
 
@@ -230,7 +232,8 @@ class Hub:
         """Tell every open stream that events may have been lost."""
         if self.count:
             self.stats.resets[reason] += self.count
-            log.info("sent sync:reset to %d streams: %s", self.count, reason)
+            # Rate-limited: whoever may NOTIFY can provoke gaps (an inbox overflow).
+            self._log.warning(reason, "sent sync:reset to %d streams: %s", self.count, reason)
         self.broadcast(self._reset_block(reason, count=False))
 
     def close_all(self, reason: str, final: Callable[[], bytes] | None = None) -> int:

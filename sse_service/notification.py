@@ -18,8 +18,12 @@ from sse_service.events import ID_RE, NAME_RE, dumps_bytes
 
 MAX_PAYLOAD_BYTES = 8000
 # The service's own signals: a NOTIFY must not be able to tell clients to close
-# (sync:closed, auth:expired) or to pull everything.
+# (sync:closed, auth:expired) or to pull everything. Compared in lower case, so
+# that no client that folds case (or a handler registered so) can be fooled.
 RESERVED_PREFIXES = ("sync:", "auth:")
+# "message" is what EventSource calls an event without a name, and an event named
+# "error" would fire the browser's onerror handler: neither may come from a NOTIFY.
+RESERVED_NAMES = frozenset({"message", "error"})
 MAX_USER_ID_LENGTH = 128
 _NUMBERS = (int, float)  # what orjson makes of a JSON number
 
@@ -57,8 +61,9 @@ def parse(payload: str) -> Notification:
     event = obj.get("event")
     if not isinstance(event, str) or not NAME_RE.match(event):
         raise InvalidNotification("bad_event", "event must be a name of [A-Za-z0-9_.:-]{1,64}")
-    if event.startswith(RESERVED_PREFIXES):
-        raise InvalidNotification("reserved_event", f"{event!r} is the service's own")
+    folded = event.lower()
+    if folded.startswith(RESERVED_PREFIXES) or folded in RESERVED_NAMES:
+        raise InvalidNotification("reserved_event", f"{event!r} is reserved")
 
     users = obj.get("users")
     if not isinstance(users, list) or not users:
@@ -85,11 +90,17 @@ def parse(payload: str) -> Notification:
     ts = obj.get("ts")
     sent_at = float(ts) if ts.__class__ in _NUMBERS else None  # not bool, not a str
 
+    try:
+        encoded = dumps_bytes(data)
+    except orjson.JSONEncodeError:
+        # The decoder accepts deeper nesting (1024 levels) than the encoder (254).
+        raise InvalidNotification("bad_data", "data is nested too deeply") from None
+
     return Notification(
         event,
         # One delivery per user, order kept (the triggers never repeat one).
         (users[0],) if len(users) == 1 else tuple(dict.fromkeys(users)),
-        dumps_bytes(data),
+        encoded,
         event_id,
         sent_at,
     )

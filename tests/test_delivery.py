@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
 import uuid
@@ -407,3 +408,28 @@ async def test_concurrent_opens_do_not_overshoot_the_cap(database_dsn: str) -> N
         finally:
             for c in again:
                 await c.close()
+
+
+async def test_hostile_names_and_deep_payloads_reach_nobody_and_the_log_stays_short(
+        service: Running, db: Any, caplog: pytest.LogCaptureFixture) -> None:
+    user = str(uuid.uuid4())
+    c = await SSEClient.open(service.port, token=token(user))
+    try:
+        await service.wait_streams(1)
+        caplog.set_level(logging.INFO, logger="sse_service")
+        for name in ("SYNC:reset", "Auth:Expired", "sync:Closed", "error", "message", "ERROR"):
+            await notify(db, user, 0, event=name)
+        deep = '{"a":' * 300 + "1" + "}" * 300  # decodable, too deep to encode
+        for _ in range(200):
+            await db.execute("SELECT pg_notify('sse_events', $1)",
+                             f'{{"event":"items:updated","users":["{user}"],"data":{deep}}}')
+        await notify(db, user, 1)  # the barrier: everything before it has been handled
+        ev = await c.next_event()
+        assert (ev.event, ev.json) == ("items:updated", {"n": 1})
+        rejected = service.service.stats.notifications_rejected
+        assert rejected["reserved_event"] == 6 and rejected["bad_data"] == 200
+        lines = [r for r in caplog.records if r.name.startswith("sse_service")]
+        assert len(lines) <= 4, [r.getMessage() for r in lines]
+        assert not any(r.exc_info for r in lines)
+    finally:
+        await c.close()

@@ -103,6 +103,16 @@ def test_parse_manual_psql_example() -> None:
     (good(event="sync:reset"), "reserved_event"),
     (good(event="auth:expired"), "reserved_event"),
     (good(event="sync:closed"), "reserved_event"),
+    (good(event="SYNC:reset"), "reserved_event"),
+    (good(event="Sync:Closed"), "reserved_event"),
+    (good(event="AUTH:expired"), "reserved_event"),
+    (good(event="error"), "reserved_event"),
+    (good(event="ERROR"), "reserved_event"),
+    (good(event="message"), "reserved_event"),
+    (good(event="Message"), "reserved_event"),
+    # Deeper than the encoder allows, shallower than the decoder's limit.
+    (good(data={}).replace("{}", '{"a":' * 300 + "1" + "}" * 300), "bad_data"),
+    (good(data={}).replace("{}", '{"a":' + "[" * 1000 + "]" * 1000 + "}"), "bad_data"),
 ])
 def test_parse_rejects_hostile_payloads(payload: str, reason: str) -> None:
     with pytest.raises(InvalidNotification) as info:
