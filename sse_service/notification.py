@@ -2,7 +2,8 @@
 
 The payload is JSON ``{"event": NAME, "users": [id, ...], "data": {...}}``
 with an optional ``"id"`` (the triggers put a sequence number there) and an
-optional ``"ts"`` (epoch seconds at which the trigger fired). Anyone with
+optional ``"ts"`` (epoch seconds at which the trigger fired, ignored unless
+plausible). Anyone with
 ``NOTIFY`` rights on the database can send one, so everything is checked;
 a bad payload raises :class:`InvalidNotification` with a short reason code
 for the metrics and logs, and never reaches a stream.
@@ -10,6 +11,7 @@ for the metrics and logs, and never reaches a stream.
 
 from __future__ import annotations
 
+import time
 from typing import NamedTuple
 
 import orjson
@@ -25,6 +27,10 @@ RESERVED_PREFIXES = ("sync:", "auth:")
 # "error" would fire the browser's onerror handler: neither may come from a NOTIFY.
 RESERVED_NAMES = frozenset({"message", "error"})
 MAX_USER_ID_LENGTH = 128
+# A "ts" outside these bounds (a clock gone wrong, or a hostile -1e308) would
+# poison the latency histogram's sum until restart: it is ignored, the event kept.
+EARLIEST_TS = 1_577_836_800.0  # 2020-01-01T00:00:00Z
+MAX_TS_AHEAD = 300.0  # seconds a sender's clock may run ahead of ours
 _NUMBERS = (int, float)  # what orjson makes of a JSON number
 
 
@@ -88,7 +94,10 @@ def parse(payload: str) -> Notification:
         raise InvalidNotification("bad_id", "id must be a non-negative integer or [A-Za-z0-9_.:-]")
 
     ts = obj.get("ts")
-    sent_at = float(ts) if ts.__class__ in _NUMBERS else None  # not bool, not a str
+    sent_at: float | None = None
+    # Not a bool nor a str; orjson never yields NaN or an infinity.
+    if ts.__class__ in _NUMBERS and EARLIEST_TS <= ts <= time.time() + MAX_TS_AHEAD:
+        sent_at = float(ts)
 
     try:
         encoded = dumps_bytes(data)

@@ -433,3 +433,24 @@ async def test_hostile_names_and_deep_payloads_reach_nobody_and_the_log_stays_sh
         assert not any(r.exc_info for r in lines)
     finally:
         await c.close()
+
+
+async def test_an_absurd_ts_does_not_poison_the_latency_metric(service: Running,
+                                                                db: Any) -> None:
+    user = str(uuid.uuid4())
+    c = await SSEClient.open(service.port, token=token(user))
+    try:
+        await service.wait_streams(1)
+        latency = service.service.stats.latency
+        count, total = latency.count, latency.sum
+        for n, ts in enumerate((-1e308, 1e308, time.time() + 86400, time.time())):
+            await db.execute("SELECT pg_notify('sse_events', $1)", json.dumps(
+                {"event": "items:updated", "users": [user], "data": {"n": n}, "ts": ts}))
+        assert await next_n(c, 4) == [0, 1, 2, 3]  # delivered all the same
+        async with asyncio.timeout(5):  # observed at the flush after the write
+            while latency.count == count:
+                await asyncio.sleep(0.01)
+        assert latency.count == count + 1
+        assert 0 <= latency.sum - total < 60
+    finally:
+        await c.close()
