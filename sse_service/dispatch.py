@@ -161,7 +161,6 @@ class Dispatcher:
     def _handle_up(self, reason: str) -> None:
         # Everything from before is unprovable now; give clients a new resume point.
         self.history.clear()
-        self.history.mark(time.monotonic())
         self.hub.reset_all(reason)
 
     def _handle_down(self, reason: str) -> None:

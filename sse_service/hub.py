@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import logging
 import random
-import time
 from collections.abc import Callable, Iterable
 
 from sse_service.errors import OverCapacity
-from sse_service.events import ID_RE, Event, dumps, encode, frame, ping
+from sse_service.events import Event, dumps, encode, frame, ping
 from sse_service.expiry import Expiries
-from sse_service.history import History, Reset, Resume
+from sse_service.history import History
 from sse_service.logs import RateLimited
 from sse_service.stats import Stats
 from sse_service.subscriber import Subscriber
@@ -76,32 +75,20 @@ class Hub:
 
     def attach(self, sub: Subscriber, last_event_id: str | None) -> None:
         """Register ``sub`` in the place :meth:`reserve` held, and write its preamble:
-        ``retry:``, then a replay or a reset."""
+        ``retry:``, then what :meth:`History.preamble` says (a replay or a reset),
+        always ending with a resume point."""
         self.release()  # the place becomes the stream (or nothing, on shutdown)
         self.flush()  # nothing staged may overtake, or follow, the replay
         if self._shutdown_retry_ms is not None:  # accepted just as the shutdown began
             sub.close("shutdown", final=self._restart_notice())
             return
-        history = self.history
-        blocks = [encode(retry=self.retry_ms)]
-        if not last_event_id:
-            if history.resume_point is not None:
-                blocks.append(encode(id=history.resume_point))  # a resume point for later
-        else:
-            outcome: Resume | Reset
-            if not ID_RE.match(last_event_id):
-                outcome = Reset("invalid_last_event_id")
-            else:
-                outcome = history.resume(sub.user, last_event_id)
-            if isinstance(outcome, Reset):
-                blocks.append(self._reset_block(outcome.reason))
-            else:
-                self.stats.replays += 1
-                self.stats.replayed_events += len(outcome.blocks)
-                blocks.extend(outcome.blocks)
-                if outcome.resume_point is not None:
-                    blocks.append(encode(id=outcome.resume_point))
-        sub.write(frame(b"".join(blocks), sub.chunked))
+        preamble = self.history.preamble(sub.user, last_event_id)
+        if preamble.reset is not None:
+            self.stats.resets[preamble.reset] += 1
+        elif last_event_id:
+            self.stats.replays += 1
+            self.stats.replayed_events += preamble.replayed
+        sub.write(frame(encode(retry=self.retry_ms) + preamble.blocks, sub.chunked))
 
         streams = self._streams.setdefault(sub.user, [])
         streams.append(sub)
@@ -226,7 +213,7 @@ class Hub:
 
         Its id is a fresh marker, made whether anything happened or not, so a
         ping says nothing about other users' activity."""
-        self.broadcast(ping(self.history.mark(time.monotonic())))
+        self.broadcast(ping(self.history.marker()))
 
     def reset_all(self, reason: str) -> None:
         """Tell every open stream that events may have been lost."""
@@ -234,7 +221,7 @@ class Hub:
             self.stats.resets[reason] += self.count
             # Rate-limited: whoever may NOTIFY can provoke gaps (an inbox overflow).
             self._log.warning(reason, "sent sync:reset to %d streams: %s", self.count, reason)
-        self.broadcast(self._reset_block(reason, count=False))
+        self.broadcast(self.history.reset_block(reason))
 
     def close_all(self, reason: str, final: Callable[[], bytes] | None = None) -> int:
         """End every open stream, each after the block ``final()`` makes (if any)."""
@@ -256,12 +243,6 @@ class Hub:
         base = self._shutdown_retry_ms or 0
         retry = random.randint(base // 2, base + base // 2) if base else 0
         return encode(comment="server restarting", retry=retry)
-
-    def _reset_block(self, reason: str, count: bool = True) -> bytes:
-        if count:
-            self.stats.resets[reason] += 1
-        return encode(id=self.history.resume_point, name="sync:reset",
-                      data=dumps({"reason": reason}))
 
 
 _EXPIRED = encode(name="auth:expired", data=dumps({"reason": "token_expired"}))

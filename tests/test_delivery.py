@@ -211,7 +211,7 @@ async def test_per_user_cap_closes_the_oldest_with_a_long_retry(database_dsn: st
         second = await SSEClient.open(svc.port, token=token(user))
         await svc.wait_streams(2)
         third = await SSEClient.open(svc.port, token=token(user))
-        events = await first.wait_eof()
+        events = [e for e in await first.wait_eof() if e.event != "sync:ping"]
         assert [e.event for e in events] == ["sync:closed"]
         assert events[0].json == {"reason": "too_many_streams", "limit": 2}
         assert first.retry == 3_600_000
@@ -454,3 +454,68 @@ async def test_an_absurd_ts_does_not_poison_the_latency_metric(service: Running,
         assert 0 <= latency.sum - total < 60
     finally:
         await c.close()
+
+
+def ids_only_on_dispatched_blocks(raw: bytes) -> bool:
+    """True if every block with an ``id:`` also has ``data:``: a parser that drops
+    id-only blocks (npm eventsource 4.x) then keeps every resume point too."""
+    text = raw.decode().replace("\r\n", "\n")
+    for block in text.split("\n\n"):
+        lines = block.split("\n")
+        if any(x.startswith("id:") for x in lines) and not any(
+                x.startswith("data:") for x in lines):
+            return False
+    return True
+
+
+async def first_resume_point(port: int, user: str) -> str:
+    """Open a stream, take the id of its first event, close it."""
+    c = await SSEClient.open(port, token=token(user))
+    try:
+        ev = await c.next_event(skip_pings=False)
+        assert ev.event == "sync:ping" and ev.id is not None
+        assert ids_only_on_dispatched_blocks(bytes(c.raw))
+        return ev.id
+    finally:
+        await c.close()
+
+
+async def test_every_new_stream_gets_a_resume_point_however_busy(database_dsn: str,
+                                                                 db: Any) -> None:
+    """Issue 12.1: with the window turned over (a busy instance) a new stream still
+    gets an id at connect, on an event with data, and resumes exactly from it."""
+    async with running(settings_for(database_dsn, SSE_REPLAY_WINDOW="5")) as svc:
+        user, other = str(uuid.uuid4()), str(uuid.uuid4())
+        o = await SSEClient.open(svc.port, token=token(other))
+        try:
+            await svc.wait_streams(1)
+            for n in range(20):
+                await notify(db, other, n)
+            assert await next_n(o, 20) == list(range(20))  # all handled: window turned over
+            point = await first_resume_point(svc.port, user)
+            await svc.wait_streams(1)
+            await notify(db, user, 100)
+            await notify(db, other, 21)
+            assert await next_n(o, 1) == [21]  # the barrier: 100 is in the history
+            c = await SSEClient.open(svc.port, token=token(user),
+                                     headers={"Last-Event-ID": point})
+            try:
+                assert await next_n(c, 1) == [100]
+                assert svc.service.stats.replays == 1
+            finally:
+                await c.close()
+        finally:
+            await o.close()
+
+
+async def test_a_new_stream_gets_a_resume_point_during_a_gap(service: Running,
+                                                             db: Any) -> None:
+    """Issue 12.1: after the history was cleared (LISTEN lost), before it is back."""
+    dispatcher = service.service.dispatcher
+    dispatcher.listen_down("test_gap")
+    try:
+        await service.wait_listening()  # the inbox is drained: the history is cleared
+        await first_resume_point(service.port, str(uuid.uuid4()))
+    finally:
+        dispatcher.listen_up()
+        await service.wait_listening()
