@@ -38,6 +38,19 @@ async def next_n(client: SSEClient, count: int) -> list[int]:
     return [(await client.next_event()).json["n"] for _ in range(count)]
 
 
+async def settled(port: int, db: Any) -> None:
+    """The barrier: returns once the service has handled every notification sent
+    before it (NOTIFY arrives in commit order, so a sentinel sent now comes last)."""
+    watcher = str(uuid.uuid4())
+    c = await SSEClient.open(port, token=token(watcher))
+    try:
+        await c.next_event(skip_pings=False)  # the connect ping: registered
+        await notify(db, watcher, -1)
+        assert (await c.next_event()).json == {"n": -1}
+    finally:
+        await c.close()
+
+
 async def test_resume_with_last_event_id_header_and_query(service: Running, db: Any) -> None:
     user = str(uuid.uuid4())
     c = await SSEClient.open(service.port, token=token(user))
@@ -52,7 +65,7 @@ async def test_resume_with_last_event_id_header_and_query(service: Running, db: 
     await notify(db, user, 3)
     await notify(db, [str(uuid.uuid4())], 99)  # somebody else's, in between
     await notify(db, user, 4)
-    await asyncio.sleep(0.2)
+    await settled(service.port, db)  # 3 and 4 are in the history: a replay, not live
 
     by_header = await SSEClient.open(service.port, token=token(user),
                                      headers={"Last-Event-ID": last})
@@ -76,7 +89,7 @@ async def test_a_burst_arrives_complete_in_order_and_coalesced(service: Running,
     c = await SSEClient.open(service.port, token=token(user))
     o = await SSEClient.open(service.port, token=token(other))
     await service.wait_streams(2)
-    await c.events_within(0.1)
+    await c.next_event(skip_pings=False)  # the connect ping: the preamble is read
     chunks_before = c.chunks
     async with db.transaction():  # delivered together at commit
         for n in range(200):
@@ -91,20 +104,16 @@ async def test_a_burst_arrives_complete_in_order_and_coalesced(service: Running,
 
 async def test_a_client_that_saw_no_event_still_resumes(service: Running, db: Any) -> None:
     user = str(uuid.uuid4())
-    await notify(db, [str(uuid.uuid4())], 0)  # the service has a newest id now
-    await asyncio.sleep(0.1)
-    c = await SSEClient.open(service.port, token=token(user))
-    await c.events_within(0.1)
-    handshake = c.last_event_id
-    assert handshake is not None
-    await c.close()
+    await notify(db, [str(uuid.uuid4())], 0)  # somebody else's
+    handshake = await first_resume_point(service.port, user)
     await service.wait_streams(0)
     await notify(db, user, 1)
-    await asyncio.sleep(0.1)
+    await settled(service.port, db)
     c = await SSEClient.open(service.port, token=token(user), headers={"Last-Event-ID": handshake})
     try:
         ev = await c.next_event()
         assert (ev.event, ev.json) == ("items:updated", {"n": 1})
+        assert service.service.stats.replayed_events == 1  # from the history, not live
     finally:
         await c.close()
 
@@ -144,7 +153,7 @@ async def test_resume_on_another_instance(database_dsn: str, db: Any) -> None:
         await c.close()
         await notify(db, user, 2, id=base + 2)
         await notify(db, user, 3, id=base + 3)
-        await asyncio.sleep(0.2)
+        await settled(b.port, db)
         c = await SSEClient.open(b.port, token=token(user), headers={"Last-Event-ID": str(seen)})
         try:
             assert await next_n(c, 2) == [2, 3]
@@ -221,44 +230,56 @@ async def test_per_user_cap_closes_the_oldest_with_a_long_retry(database_dsn: st
             await c.close()
 
 
-async def test_reconnecting_clients_over_the_cap_settle(database_dsn: str) -> None:
-    """N+2 EventSource-like clients that honour retry: no reconnect storm."""
+async def test_reconnecting_clients_over_the_cap_settle(database_dsn: str, db: Any) -> None:
+    """N+2 EventSource-like clients that honour retry: no reconnect storm. The two
+    evicted ones wait the hour they are told to; the others keep their streams."""
     cap = 3
     async with running(settings_for(database_dsn, SSE_MAX_STREAMS_PER_USER=str(cap))) as svc:
         user = str(uuid.uuid4())
-        connects: list[float] = []
-        loop = asyncio.get_running_loop()
+        connects = 0
+        waiting: list[float] = []  # the retry each ended stream was told to wait
+        received: list[int] = []
         stop = asyncio.Event()
 
         async def event_source() -> None:
+            nonlocal connects
             retry = 0.05
             while not stop.is_set():
-                connects.append(loop.time())
+                connects += 1
                 c = await SSEClient.open(svc.port, token=token(user))
                 try:
                     while not stop.is_set():
                         try:
-                            await c.next_event(timeout=0.1, skip_pings=False)
+                            ev = await c.next_event(timeout=0.1)
                         except TimeoutError:
                             continue
+                        if ev.event == "items:updated":
+                            received.append(ev.json["n"])
                 except EOFError:
                     pass
                 finally:
                     await c.close()
                 if c.retry is not None:
                     retry = c.retry / 1000
+                if stop.is_set():
+                    break
+                waiting.append(retry)
                 try:
                     await asyncio.wait_for(stop.wait(), retry)
                 except TimeoutError:
                     pass
 
         tasks = [asyncio.create_task(event_source()) for _ in range(cap + 2)]
-        await asyncio.sleep(3)
-        start_settled = loop.time()
-        await asyncio.sleep(2)
-        assert svc.service.hub.streams_of(user) == cap
-        assert [t for t in connects if t >= start_settled] == []  # nobody reconnects
-        assert len(connects) == cap + 2
+        async with asyncio.timeout(15):
+            while len(waiting) < 2 or svc.service.hub.streams_of(user) != cap:
+                await asyncio.sleep(0.01)
+        await notify(db, user, 7)  # the barrier: the streams left are still attached
+        async with asyncio.timeout(10):
+            while len(received) < cap:
+                await asyncio.sleep(0.01)
+        assert waiting == [3600.0, 3600.0]  # evicted: told to stay away for an hour
+        assert received == [7] * cap
+        assert connects == cap + 2 and svc.service.hub.streams_of(user) == cap
         stop.set()
         await asyncio.gather(*tasks)
 
