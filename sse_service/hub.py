@@ -128,10 +128,10 @@ class Hub:
 
         The dispatcher's path for the last notification of a batch, which is
         the only one unless notifications arrive faster than they are handled.
-        Writing at once skips the staging, which cost a third of the
-        instructions per delivery (callgrind). If earlier notifications of the
-        batch are staged, this one is staged behind them instead, so that
-        every stream still sees its events in order, in one write.
+        Writing at once skips the staging and its bookkeeping per delivery. If
+        earlier notifications of the batch are staged, this one is staged
+        behind them instead, so that every stream still sees its events in
+        order, in one write.
         """
         if self._pending:
             self.deliver(event, users)
