@@ -28,8 +28,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from sse_service.events import ID_RE, Event, dumps, encode, ping
 from sse_service.markers import MarkerCodec
+from sse_service.wire import ID_RE, Event, dumps, encode, ping
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,12 +13,12 @@ import random
 from collections.abc import Callable, Iterable
 
 from sse_service.errors import OverCapacity
-from sse_service.events import Event, dumps, encode, frame, ping
 from sse_service.expiry import Expiries
 from sse_service.history import History
 from sse_service.logs import RateLimited
 from sse_service.stats import Stats
 from sse_service.subscriber import Subscriber
+from sse_service.wire import Event, dumps, encode, frame, ping
 
 log = logging.getLogger("sse_service.hub")
 
@@ -35,7 +35,7 @@ class Hub:
         self.retry_ms = retry_ms
         self.evicted_retry_ms = evicted_retry_ms
         self._streams: dict[str, list[Subscriber]] = {}
-        # Staged by deliver(), written by flush(): an event, or the SSE blocks of several.
+        # Staged by stage(), written by flush(): an event, or the SSE blocks of several.
         self._pending: dict[Subscriber, Event | list[bytes]] = {}
         self.count = 0
         self._opening = 0  # places held by reserve(), not yet attached or released
@@ -123,7 +123,7 @@ class Hub:
 
     # -- fan-out -------------------------------------------------------------
 
-    def send(self, event: Event, users: Iterable[str]) -> None:
+    def write_now(self, event: Event, users: Iterable[str]) -> None:
         """Write ``event`` to every open stream of ``users`` now.
 
         The dispatcher's path for the last notification of a batch, which is
@@ -134,7 +134,7 @@ class Hub:
         order, in one write.
         """
         if self._pending:
-            self.deliver(event, users)
+            self.stage(event, users)
             return
         streams = self._streams
         chunk, wire = event.chunk, event.wire
@@ -151,14 +151,14 @@ class Hub:
         self.stats.events_delivered += delivered
         self.stats.events_dropped += dropped
 
-    def deliver(self, event: Event, users: Iterable[str]) -> None:
+    def stage(self, event: Event, users: Iterable[str]) -> None:
         """Stage ``event`` for every open stream of ``users``; :meth:`flush` writes.
 
         The dispatcher stages the notifications of a batch while more wait
         behind them, and flushes once at the batch's end: a stream that gets
         several events in one batch gets them in one write, one system call.
         Under load the batches grow and the cost per event shrinks; a lone
-        notification goes through :meth:`send` instead and nothing waits.
+        notification goes through :meth:`write_now` instead and nothing waits.
         """
         streams = self._streams
         pending = self._pending
@@ -176,7 +176,7 @@ class Hub:
                     pending[sub] = [waiting.wire, event.wire]
 
     def flush(self) -> None:
-        """Write what :meth:`deliver` staged: one write per stream.
+        """Write what :meth:`stage` staged: one write per stream.
 
         For a stream with one staged event it writes that event's pre-framed
         bytes, the same object for every stream.

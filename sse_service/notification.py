@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import orjson
 
-from sse_service.events import ID_RE, NAME_RE, dumps_bytes
+from sse_service.wire import ID_RE, NAME_RE, dumps_bytes
 
 MAX_PAYLOAD_BYTES = 8000
 # The service's own signals: a NOTIFY must not be able to tell clients to close

@@ -31,8 +31,8 @@ from aiohttp import web
 
 from sse_service import logs
 from sse_service.app import create_app
-from sse_service.events import encode
 from sse_service.settings import Settings
+from sse_service.wire import encode
 from tests import factories
 from tests.harness import Running, settings_for, token
 

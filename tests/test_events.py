@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from sse_service.events import Event, dumps, dumps_bytes, encode, frame
 from sse_service.notification import InvalidNotification, parse
+from sse_service.wire import Event, dumps, dumps_bytes, encode, frame
 
 
 def test_event_is_encoded_once_in_both_framings() -> None:

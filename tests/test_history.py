@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from sse_service.events import ID_RE, Event, dumps_bytes
 from sse_service.history import History, Reset, Resume
+from sse_service.wire import ID_RE, Event, dumps_bytes
 
 
 def ev(i: int) -> Event:

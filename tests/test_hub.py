@@ -11,11 +11,11 @@ from typing import Any, cast
 import pytest
 
 from sse_service.errors import OverCapacity
-from sse_service.events import ID_RE, Event, dumps_bytes
 from sse_service.history import History
 from sse_service.hub import Hub
 from sse_service.stats import Stats
 from sse_service.subscriber import Subscriber
+from sse_service.wire import ID_RE, Event, dumps_bytes
 
 
 class Transport:
@@ -144,12 +144,12 @@ async def test_events_arrive_in_order_whether_written_at_once_or_staged() -> Non
     _, ta = open_stream(hub, "a")
     _, tb = open_stream(hub, "b", chunked=True)
     before = len(ta.writes)
-    hub.deliver(event(hub, 1, ["a"]), ["a"])
-    hub.deliver(event(hub, 2, ["a", "b"]), ["a", "b"])
-    hub.send(event(hub, 3, ["a"]), ["a"])  # staged behind 1 and 2: never ahead of them
+    hub.stage(event(hub, 1, ["a"]), ["a"])
+    hub.stage(event(hub, 2, ["a", "b"]), ["a", "b"])
+    hub.write_now(event(hub, 3, ["a"]), ["a"])  # staged behind 1 and 2: never ahead of them
     assert len(ta.writes) == before  # nothing written before the flush
     hub.flush()
-    hub.send(event(hub, 4, ["a"]), ["a"])  # nothing staged: written at once
+    hub.write_now(event(hub, 4, ["a"]), ["a"])  # nothing staged: written at once
     assert [d["n"] for _, d in ta.events()] == [1, 2, 3, 4]
     assert len(ta.writes) == before + 2  # one write for the batch, one for 4
     chunk = tb.writes[-1]
@@ -163,8 +163,8 @@ async def test_a_user_gets_only_their_own_events() -> None:
     hub = make_hub()
     _, owner = open_stream(hub, "owner")
     _, viewer = open_stream(hub, "viewer")
-    hub.send(event(hub, 1, ["viewer"], "marks:updated"), ["viewer"])
-    hub.send(event(hub, 2, ["owner", "viewer"]), ["owner", "viewer"])
+    hub.write_now(event(hub, 1, ["viewer"], "marks:updated"), ["viewer"])
+    hub.write_now(event(hub, 2, ["owner", "viewer"]), ["owner", "viewer"])
     assert owner.events() == [("items:updated", {"n": 2})]
     assert [e for e, _ in viewer.events()] == ["marks:updated", "items:updated"]
 
@@ -175,12 +175,12 @@ async def test_a_slow_consumer_is_cut_off_and_the_others_get_everything() -> Non
     fast, tf = open_stream(hub, "a")
     ts.stalled = True
     for n in range(20):
-        hub.send(event(hub, n, ["a"]), ["a"])
+        hub.write_now(event(hub, n, ["a"]), ["a"])
     assert slow.closed and slow.close_reason == "slow_consumer" and ts.aborted
     assert not fast.closed and [d["n"] for _, d in tf.events()] == list(range(20))
     assert hub.stats.events_dropped > 0
     written = len(ts.writes)
-    hub.send(event(hub, 99, ["a"]), ["a"])
+    hub.write_now(event(hub, 99, ["a"]), ["a"])
     assert len(ts.writes) == written  # nothing more for a closed stream
 
 
