@@ -26,7 +26,6 @@ from typing import Any
 import asyncpg
 
 from sse_service import __version__, logs, sqlinstall
-from sse_service.events import NAME_RE
 from sse_service.server import (
     EX_CONFIG,
     EX_FAILED,
@@ -38,6 +37,7 @@ from sse_service.server import (
     serve,
 )
 from sse_service.settings import ConfigError, DatabaseSettings, Settings
+from sse_service.wire import NAME_RE
 
 __all__ = ["EX_CONFIG", "EX_FAILED", "EX_OK", "EX_OSERR", "EX_SOFTWARE", "EX_UNAVAILABLE",
            "EX_USAGE", "build_parser", "check", "main", "serve"]

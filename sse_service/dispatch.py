@@ -22,13 +22,13 @@ import logging
 import time
 from collections import deque
 
-from sse_service.events import Event
 from sse_service.history import History
 from sse_service.hub import Hub
 from sse_service.ids import IdCodec
 from sse_service.logs import RateLimited
 from sse_service.notification import InvalidNotification, parse
 from sse_service.stats import Stats
+from sse_service.wire import Event
 
 log = logging.getLogger("sse_service.dispatch")
 
@@ -152,16 +152,15 @@ class Dispatcher:
         event = Event.build(event_id, note.event, note.data, note.sent_at)
         self.history.record(event, note.users, received)
         if self._inbox:  # more behind it: stage, so that a stream gets one write for all
-            self.hub.deliver(event, note.users)
+            self.hub.stage(event, note.users)
         else:
-            self.hub.send(event, note.users)
+            self.hub.write_now(event, note.users)
         if note.sent_at is not None:
             self._stamps.append(note.sent_at)
 
     def _handle_up(self, reason: str) -> None:
         # Everything from before is unprovable now; give clients a new resume point.
         self.history.clear()
-        self.history.mark(time.monotonic())
         self.hub.reset_all(reason)
 
     def _handle_down(self, reason: str) -> None:

@@ -1,12 +1,16 @@
 """Ending streams when their token expires: one timer for all of them.
 
 A stream may not outlive its token (a revoked user would keep receiving
-events), so each one ends at its token's ``exp`` with ``auth:expired``. A
-timer per stream would cost an event-loop timer handle for every idle stream
-(224 bytes with asyncio, 528 with uvloop, measured); instead streams are kept
-in buckets by the whole second in which they expire, and a single timer
-wakes up for the earliest bucket. ``exp`` is a whole second anyway, so no
-stream ends early and none more than a second late.
+events), so each one ends when its token stops being accepted (``exp`` plus
+the configured leeway) with ``auth:expired``. A timer per stream would cost
+an event-loop timer handle for every idle stream; instead streams are kept in
+buckets by the whole second in which they expire, and a single timer wakes
+up for the earliest bucket. ``exp`` is a whole second anyway, so no stream
+ends early and none more than a second late.
+
+The heap of bucket keys is cleaned lazily (an emptied bucket's key stays in
+it until due), and rebuilt whenever stale keys outnumber live buckets, so it
+stays bounded by the number of open streams however often they reconnect.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from collections.abc import Callable
 
 from sse_service.subscriber import Subscriber
 
+_SLACK = 16  # stale keys tolerated beyond the live buckets before a rebuild
+
 
 class Expiries:
     """The open streams by expiry second; calls ``expire(sub)`` when one is due."""
@@ -29,6 +35,7 @@ class Expiries:
         self._clock = clock
         self._buckets: dict[int, set[Subscriber]] = {}
         self._seconds: list[int] = []  # a heap of the buckets' keys
+        self._stale = 0  # keys in the heap whose bucket is gone
         self._timer: asyncio.TimerHandle | None = None
         self._timer_second: int | None = None
 
@@ -57,8 +64,16 @@ class Expiries:
         if bucket is not None:
             bucket.discard(sub)
             if not bucket:
-                # Its key stays in the heap until due: a lone int, skipped then.
                 del self._buckets[second]
+                self._stale += 1
+                if self._stale > len(self._buckets) + _SLACK:
+                    self._compact()
+
+    def _compact(self) -> None:
+        # Rare (amortised over as many discards as there are stale keys).
+        self._seconds = list(self._buckets)
+        heapq.heapify(self._seconds)
+        self._stale = 0
 
     def close(self) -> None:
         """Cancel the timer (the streams themselves are ended by their owner)."""
@@ -79,10 +94,13 @@ class Expiries:
         seconds = self._seconds
         while seconds and seconds[0] <= now:
             bucket = self._buckets.pop(heapq.heappop(seconds), None)
+            if bucket is None:
+                self._stale -= 1
             for sub in bucket or ():
                 self._expire(sub)
         while seconds and seconds[0] not in self._buckets:
             heapq.heappop(seconds)  # emptied buckets
+            self._stale -= 1
         if seconds:
             self._schedule(seconds[0])
 

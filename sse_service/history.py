@@ -1,24 +1,23 @@
-"""Recent events, for resuming a stream from ``Last-Event-ID``.
+"""Recent events, and what a (re)connecting stream gets: replay, or a reset.
 
 The history is a window over the notifications this process received, in
 arrival order. Every notification gets a position; ``_index`` maps its id to
 that position and each user keeps a short list of their own recent events.
 
 A resume from id ``X`` is exact only when this process can prove it saw
-everything after ``X``: ``X`` is still in the window, no gap (lost LISTEN
-connection, inbox overflow) happened since, and the user's own list has not
-dropped anything newer than ``X``. Anything else is a reset: the client is
-told to pull everything. Because event ids come from the database and every
-instance receives the same notifications in the same order, a client may
-resume on any instance; one that never saw ``X`` answers with a reset.
+everything after ``X``: ``X`` is an event still in the window or a marker
+(:mod:`sse_service.markers`) whose position the window still reaches back
+to, no gap (lost LISTEN connection, inbox overflow) happened since, and the
+user's own list has not dropped anything newer than ``X``. Anything else is
+a reset: the client is told to pull everything. Because event ids come from
+the database and every instance receives the same notifications in the same
+order, a client may resume on any instance; one that never saw ``X``
+answers with a reset.
 
-Streams also need resume points that are not events (at connect, on every
-``sync:ping``, with a ``sync:reset``). Those are *markers*: ids this instance
-makes up and records in the window like a notification. A marker is made at
-each keepalive tick whether anything happened or not, so it tells a stream
-nothing about other users' activity (a wishlist owner must not see, even as a
-changed id, that somebody marked a gift). Markers are local to the instance:
-a client resuming from one elsewhere gets a reset.
+:meth:`History.preamble` answers "what does a stream that last saw ``X`` get
+now?": the replay or the reset, and always a resume point on a block that
+every SSE parser dispatches (an event with data: a ``sync:ping`` or the
+``sync:reset``), never a bare ``id:`` line, which some clients drop.
 """
 
 from __future__ import annotations
@@ -27,8 +26,10 @@ import secrets
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
-from sse_service.events import Event
+from sse_service.markers import MarkerCodec
+from sse_service.wire import ID_RE, Event, dumps, encode, ping
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,11 +41,17 @@ class Reset:
 
 @dataclass(slots=True)
 class Resume:
-    """An exact resume: the missed events' SSE blocks, and a newer resume point
-    (a marker id) to hand the stream after them, if there is one."""
+    """An exact resume: the SSE blocks of the user's missed events, in order."""
 
     blocks: list[bytes] = field(default_factory=list)
-    resume_point: str | None = None
+
+
+class Preamble(NamedTuple):
+    """What a new stream is written first: SSE blocks ending with a resume point."""
+
+    blocks: bytes
+    replayed: int = 0  # events replayed from the history
+    reset: str | None = None  # the reason, if the stream starts with sync:reset
 
 
 class History:
@@ -52,9 +59,8 @@ class History:
 
     def __init__(self, *, window: int, per_user: int, max_age: float) -> None:
         self.instance = "i" + secrets.token_hex(4)  # prefix of the ids made up here
-        self._local = 0  # ids made up for notifications without one
-        self._markers = 0  # a counter of its own: marker ids reveal nothing else
-        self._marker: tuple[int, str] | None = None  # the newest marker: (position, id)
+        self._markers = MarkerCodec(self.instance)
+        self._generation = 0  # ended by every clear(): no marker survives a gap
         self._window = window
         self._per_user = per_user
         self._max_age = max_age
@@ -66,21 +72,15 @@ class History:
         # stops tracking them, so a full history adds nothing to its pauses.
         self._users: dict[str, deque[tuple[int, bytes]]] = {}
 
-    @property
-    def resume_point(self) -> str | None:
-        """The newest marker still in the window: a resume point for any stream."""
-        marker = self._marker
-        if marker is None or self._index.get(marker[1]) != marker[0]:
-            return None
-        return marker[1]
-
     def knows(self, event_id: str) -> bool:
         return event_id in self._index
 
     def local_id(self) -> str:
-        """A fresh id for a notification that came without one (resumable here only)."""
-        self._local += 1
-        return f"{self.instance}-{self._local}"
+        """A fresh id for a notification that came without one (resumable here only).
+
+        Random, not counted: a counter would show how many such notifications
+        other users got between two of one's own."""
+        return f"{self.instance}-{secrets.token_hex(6)}"
 
     def __len__(self) -> int:
         return len(self._order)
@@ -101,33 +101,45 @@ class History:
                 log = logs[user] = deque(maxlen=self._per_user)
             log.append(entry)
 
-    def mark(self, now: float) -> str:
-        """Record a new marker (a resume point that carries no event); its id."""
-        self._markers += 1
-        marker_id = f"{self.instance}-m{self._markers}"
-        self._pos += 1
-        self._order.append((self._pos, marker_id, now))
-        self._index[marker_id] = self._pos
-        self._marker = (self._pos, marker_id)
-        if len(self._order) > self._window:
-            self._forget_oldest()
-        return marker_id
+    def marker(self) -> str:
+        """A fresh resume point for "everything recorded so far was seen"."""
+        return self._markers.make(self._generation, self._pos)
 
     def clear(self) -> None:
-        """Forget everything: after a gap no old id may resume exactly."""
+        """Forget everything: after a gap no old id (event or marker) may resume exactly."""
         self._order.clear()
         self._index.clear()
         self._users.clear()
-        self._marker = None
+        self._generation += 1
+
+    # -- what a stream gets ----------------------------------------------------
+
+    def preamble(self, user: str, last_event_id: str | None) -> Preamble:
+        """The first blocks of a stream of ``user`` that last saw ``last_event_id``."""
+        if not last_event_id:
+            return Preamble(ping(self.marker()))
+        outcome = (self.resume(user, last_event_id) if ID_RE.match(last_event_id)
+                   else Reset("invalid_last_event_id"))
+        if isinstance(outcome, Reset):
+            return Preamble(self.reset_block(outcome.reason), reset=outcome.reason)
+        # A fresh marker after the replay moves a quiet client's resume point
+        # forward, so that one that reconnects often does not age out of the window.
+        blocks = outcome.blocks
+        return Preamble(b"".join([*blocks, ping(self.marker())]), replayed=len(blocks))
+
+    def reset_block(self, reason: str) -> bytes:
+        """``sync:reset`` with a fresh resume point."""
+        return encode(id=self.marker(), name="sync:reset", data=dumps({"reason": reason}))
 
     def resume(self, user: str, last_id: str) -> Resume | Reset:
         """What ``user`` missed after ``last_id``, or why that is unknowable."""
         pos = self._index.get(last_id)
         if pos is None:
-            return Reset("unknown_last_event_id")
+            pos = self._marker_position(last_id)
+            if pos is None:
+                return Reset("unknown_last_event_id")
         log = self._users.get(user)
         missed: list[bytes] = []
-        last = pos
         if log:
             if len(log) == log.maxlen and log[0][0] > pos:
                 # The list is full and starts after the resume point: it may have
@@ -137,14 +149,22 @@ class History:
                 if event_pos <= pos:
                     break
                 missed.append(wire)
-                last = max(last, event_pos)
             missed.reverse()
-        point = self.resume_point
-        # A newer marker moves the stream's resume point forward (so a quiet client
-        # that reconnects often does not age out of the window); an older one
-        # would move it back and make a later resume replay events twice.
-        newer = point if point is not None and self._index[point] > last else None
-        return Resume(missed, newer)
+        return Resume(missed)
+
+    def _marker_position(self, marker: str) -> int | None:
+        """The position a marker of this generation stands for, if the window
+        still holds everything after it."""
+        read = self._markers.read(marker)
+        if read is None:
+            return None
+        generation, pos = read
+        if generation != self._generation & 0xFFFFFFFF or pos > self._pos:
+            return None
+        first = self._order[0][0] if self._order else self._pos + 1
+        return pos if pos >= first - 1 else None
+
+    # -- housekeeping ----------------------------------------------------------
 
     def expire(self, now: float) -> None:
         """Drop what is older than the maximum age, and users with nothing left."""

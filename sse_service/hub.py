@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import logging
 import random
-import time
 from collections.abc import Callable, Iterable
 
 from sse_service.errors import OverCapacity
-from sse_service.events import ID_RE, Event, dumps, encode, frame, ping
 from sse_service.expiry import Expiries
-from sse_service.history import History, Reset, Resume
+from sse_service.history import History
+from sse_service.logs import RateLimited
 from sse_service.stats import Stats
 from sse_service.subscriber import Subscriber
+from sse_service.wire import Event, dumps, encode, frame, ping
 
 log = logging.getLogger("sse_service.hub")
 
@@ -35,50 +35,60 @@ class Hub:
         self.retry_ms = retry_ms
         self.evicted_retry_ms = evicted_retry_ms
         self._streams: dict[str, list[Subscriber]] = {}
-        # Staged by deliver(), written by flush(): an event, or the SSE blocks of several.
+        # Staged by stage(), written by flush(): an event, or the SSE blocks of several.
         self._pending: dict[Subscriber, Event | list[bytes]] = {}
         self.count = 0
+        self._opening = 0  # places held by reserve(), not yet attached or released
         self._shutdown_retry_ms: int | None = None  # set when the shutdown begins
         self.expiries = Expiries(_expire)
+        self._log = RateLimited(log)
 
     # -- streams -------------------------------------------------------------
 
-    def check_capacity(self) -> None:
-        """Raise :class:`OverCapacity` when no further stream may open."""
-        if self.count >= self.max_streams:
+    def reserve(self) -> None:
+        """Hold a place under ``max_streams`` for a stream about to open.
+
+        Raises :class:`OverCapacity` when none is left. Taken before the handler's
+        first ``await``, so that concurrent opens cannot all pass the check; the
+        place is turned into a stream by :meth:`attach`, or given back by
+        :meth:`release` on every path that does not get there.
+        """
+        if self.count + self._opening >= self.max_streams:
             raise OverCapacity("this instance holds its maximum number of streams",
                                retry_after=random.randint(5, 30))
+        self._opening += 1
+
+    def release(self) -> None:
+        """Give back a place :meth:`reserve` held for a stream that will not attach."""
+        if self._opening <= 0:
+            raise RuntimeError("release() without reserve()")
+        self._opening -= 1
+
+    @property
+    def opening(self) -> int:
+        """Places reserved by streams that are still opening."""
+        return self._opening
 
     def streams_of(self, user: str) -> int:
         """How many live streams ``user`` has open on this instance."""
         return sum(1 for sub in self._streams.get(user, ()) if not sub.closed)
 
     def attach(self, sub: Subscriber, last_event_id: str | None) -> None:
-        """Register ``sub`` and write its preamble: ``retry:``, then a replay or a reset."""
+        """Register ``sub`` in the place :meth:`reserve` held, and write its preamble:
+        ``retry:``, then what :meth:`History.preamble` says (a replay or a reset),
+        always ending with a resume point."""
+        self.release()  # the place becomes the stream (or nothing, on shutdown)
         self.flush()  # nothing staged may overtake, or follow, the replay
         if self._shutdown_retry_ms is not None:  # accepted just as the shutdown began
             sub.close("shutdown", final=self._restart_notice())
             return
-        history = self.history
-        blocks = [encode(retry=self.retry_ms)]
-        if not last_event_id:
-            if history.resume_point is not None:
-                blocks.append(encode(id=history.resume_point))  # a resume point for later
-        else:
-            outcome: Resume | Reset
-            if not ID_RE.match(last_event_id):
-                outcome = Reset("invalid_last_event_id")
-            else:
-                outcome = history.resume(sub.user, last_event_id)
-            if isinstance(outcome, Reset):
-                blocks.append(self._reset_block(outcome.reason))
-            else:
-                self.stats.replays += 1
-                self.stats.replayed_events += len(outcome.blocks)
-                blocks.extend(outcome.blocks)
-                if outcome.resume_point is not None:
-                    blocks.append(encode(id=outcome.resume_point))
-        sub.write(frame(b"".join(blocks), sub.chunked))
+        preamble = self.history.preamble(sub.user, last_event_id)
+        if preamble.reset is not None:
+            self.stats.resets[preamble.reset] += 1
+        elif last_event_id:
+            self.stats.replays += 1
+            self.stats.replayed_events += preamble.replayed
+        sub.write(frame(encode(retry=self.retry_ms) + preamble.blocks, sub.chunked))
 
         streams = self._streams.setdefault(sub.user, [])
         streams.append(sub)
@@ -113,18 +123,18 @@ class Hub:
 
     # -- fan-out -------------------------------------------------------------
 
-    def send(self, event: Event, users: Iterable[str]) -> None:
+    def write_now(self, event: Event, users: Iterable[str]) -> None:
         """Write ``event`` to every open stream of ``users`` now.
 
         The dispatcher's path for the last notification of a batch, which is
         the only one unless notifications arrive faster than they are handled.
-        Writing at once skips the staging, which cost a third of the
-        instructions per delivery (callgrind). If earlier notifications of the
-        batch are staged, this one is staged behind them instead, so that
-        every stream still sees its events in order, in one write.
+        Writing at once skips the staging and its bookkeeping per delivery. If
+        earlier notifications of the batch are staged, this one is staged
+        behind them instead, so that every stream still sees its events in
+        order, in one write.
         """
         if self._pending:
-            self.deliver(event, users)
+            self.stage(event, users)
             return
         streams = self._streams
         chunk, wire = event.chunk, event.wire
@@ -141,14 +151,14 @@ class Hub:
         self.stats.events_delivered += delivered
         self.stats.events_dropped += dropped
 
-    def deliver(self, event: Event, users: Iterable[str]) -> None:
+    def stage(self, event: Event, users: Iterable[str]) -> None:
         """Stage ``event`` for every open stream of ``users``; :meth:`flush` writes.
 
         The dispatcher stages the notifications of a batch while more wait
         behind them, and flushes once at the batch's end: a stream that gets
         several events in one batch gets them in one write, one system call.
         Under load the batches grow and the cost per event shrinks; a lone
-        notification goes through :meth:`send` instead and nothing waits.
+        notification goes through :meth:`write_now` instead and nothing waits.
         """
         streams = self._streams
         pending = self._pending
@@ -166,7 +176,7 @@ class Hub:
                     pending[sub] = [waiting.wire, event.wire]
 
     def flush(self) -> None:
-        """Write what :meth:`deliver` staged: one write per stream.
+        """Write what :meth:`stage` staged: one write per stream.
 
         For a stream with one staged event it writes that event's pre-framed
         bytes, the same object for every stream.
@@ -203,14 +213,15 @@ class Hub:
 
         Its id is a fresh marker, made whether anything happened or not, so a
         ping says nothing about other users' activity."""
-        self.broadcast(ping(self.history.mark(time.monotonic())))
+        self.broadcast(ping(self.history.marker()))
 
     def reset_all(self, reason: str) -> None:
         """Tell every open stream that events may have been lost."""
         if self.count:
             self.stats.resets[reason] += self.count
-            log.info("sent sync:reset to %d streams: %s", self.count, reason)
-        self.broadcast(self._reset_block(reason, count=False))
+            # Rate-limited: whoever may NOTIFY can provoke gaps (an inbox overflow).
+            self._log.warning(reason, "sent sync:reset to %d streams: %s", self.count, reason)
+        self.broadcast(self.history.reset_block(reason))
 
     def close_all(self, reason: str, final: Callable[[], bytes] | None = None) -> int:
         """End every open stream, each after the block ``final()`` makes (if any)."""
@@ -232,12 +243,6 @@ class Hub:
         base = self._shutdown_retry_ms or 0
         retry = random.randint(base // 2, base + base // 2) if base else 0
         return encode(comment="server restarting", retry=retry)
-
-    def _reset_block(self, reason: str, count: bool = True) -> bytes:
-        if count:
-            self.stats.resets[reason] += 1
-        return encode(id=self.history.resume_point, name="sync:reset",
-                      data=dumps({"reason": reason}))
 
 
 _EXPIRED = encode(name="auth:expired", data=dumps({"reason": "token_expired"}))

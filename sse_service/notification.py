@@ -2,7 +2,8 @@
 
 The payload is JSON ``{"event": NAME, "users": [id, ...], "data": {...}}``
 with an optional ``"id"`` (the triggers put a sequence number there) and an
-optional ``"ts"`` (epoch seconds at which the trigger fired). Anyone with
+optional ``"ts"`` (epoch seconds at which the trigger fired, ignored unless
+plausible). Anyone with
 ``NOTIFY`` rights on the database can send one, so everything is checked;
 a bad payload raises :class:`InvalidNotification` with a short reason code
 for the metrics and logs, and never reaches a stream.
@@ -10,17 +11,26 @@ for the metrics and logs, and never reaches a stream.
 
 from __future__ import annotations
 
+import time
 from typing import NamedTuple
 
 import orjson
 
-from sse_service.events import ID_RE, NAME_RE, dumps_bytes
+from sse_service.wire import ID_RE, NAME_RE, dumps_bytes
 
 MAX_PAYLOAD_BYTES = 8000
 # The service's own signals: a NOTIFY must not be able to tell clients to close
-# (sync:closed, auth:expired) or to pull everything.
+# (sync:closed, auth:expired) or to pull everything. Compared in lower case, so
+# that no client that folds case (or a handler registered so) can be fooled.
 RESERVED_PREFIXES = ("sync:", "auth:")
+# "message" is what EventSource calls an event without a name, and an event named
+# "error" would fire the browser's onerror handler: neither may come from a NOTIFY.
+RESERVED_NAMES = frozenset({"message", "error"})
 MAX_USER_ID_LENGTH = 128
+# A "ts" outside these bounds (a clock gone wrong, or a hostile -1e308) would
+# poison the latency histogram's sum until restart: it is ignored, the event kept.
+EARLIEST_TS = 1_577_836_800.0  # 2020-01-01T00:00:00Z
+MAX_TS_AHEAD = 300.0  # seconds a sender's clock may run ahead of ours
 _NUMBERS = (int, float)  # what orjson makes of a JSON number
 
 
@@ -57,8 +67,9 @@ def parse(payload: str) -> Notification:
     event = obj.get("event")
     if not isinstance(event, str) or not NAME_RE.match(event):
         raise InvalidNotification("bad_event", "event must be a name of [A-Za-z0-9_.:-]{1,64}")
-    if event.startswith(RESERVED_PREFIXES):
-        raise InvalidNotification("reserved_event", f"{event!r} is the service's own")
+    folded = event.lower()
+    if folded.startswith(RESERVED_PREFIXES) or folded in RESERVED_NAMES:
+        raise InvalidNotification("reserved_event", f"{event!r} is reserved")
 
     users = obj.get("users")
     if not isinstance(users, list) or not users:
@@ -83,13 +94,22 @@ def parse(payload: str) -> Notification:
         raise InvalidNotification("bad_id", "id must be a non-negative integer or [A-Za-z0-9_.:-]")
 
     ts = obj.get("ts")
-    sent_at = float(ts) if ts.__class__ in _NUMBERS else None  # not bool, not a str
+    sent_at: float | None = None
+    # Not a bool nor a str; orjson never yields NaN or an infinity.
+    if ts.__class__ in _NUMBERS and EARLIEST_TS <= ts <= time.time() + MAX_TS_AHEAD:
+        sent_at = float(ts)
+
+    try:
+        encoded = dumps_bytes(data)
+    except orjson.JSONEncodeError:
+        # The decoder accepts deeper nesting (1024 levels) than the encoder (254).
+        raise InvalidNotification("bad_data", "data is nested too deeply") from None
 
     return Notification(
         event,
         # One delivery per user, order kept (the triggers never repeat one).
         (users[0],) if len(users) == 1 else tuple(dict.fromkeys(users)),
-        dumps_bytes(data),
+        encoded,
         event_id,
         sent_at,
     )

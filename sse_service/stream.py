@@ -64,21 +64,29 @@ async def stream(request: web.Request) -> web.StreamResponse:
 
 
 async def _open(request: web.Request) -> tuple[web.StreamResponse, Subscriber | None]:
-    """Authenticate, check the caps, send the headers: the response and its subscriber
-    (None when the client left while we answered)."""
+    """Authenticate, reserve a place under the cap, send the headers: the response and
+    its subscriber, which :meth:`Hub.attach` turns into a stream (None, with the place
+    given back, when the client left while we answered)."""
     service: Service = request.app[SERVICE]
     settings = service.settings
     principal = service.verifier.authenticate(request, settings.token_cookie)
-    service.hub.check_capacity()
+    service.hub.reserve()  # before the first await: concurrent opens must not overshoot
     response = _HubStreamResponse(send_timeout=settings.send_timeout)
-    writer = await response.prepare(request)
+    try:
+        writer = await response.prepare(request)
+    except BaseException:  # the client left, or a cancellation: give the place back
+        service.hub.release()
+        raise
     transport = request.transport
     if transport is None or writer is None:
+        service.hub.release()
         return response, None
     sub = Subscriber(
         principal.user_id, transport,
         chunked=bool(getattr(writer, "chunked", False)),
         max_buffer=settings.stream_buffer_bytes,
-        expires_at=principal.expires_at,  # the hub ends the stream then
+        # The token is accepted until exp + leeway: end the stream then, not at exp
+        # (where a client would reconnect, be accepted again, and loop).
+        expires_at=principal.expires_at + settings.jwt_leeway,
     )
     return response, sub

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import math
 
-from sse_service.events import frame
+from sse_service.wire import frame
 
 
 class Subscriber:

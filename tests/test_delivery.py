@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
+import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
+import jwt
 import pytest
+from aiohttp import web
 
+from sse_service.app import create_app
 from sse_service.ids import IdCodec
+from sse_service.settings import Settings
 from tests.harness import JWT_KEY, Running, running, settings_for, start, token
 from tests.sseclient import SSEClient, request
 
@@ -30,6 +38,19 @@ async def next_n(client: SSEClient, count: int) -> list[int]:
     return [(await client.next_event()).json["n"] for _ in range(count)]
 
 
+async def settled(port: int, db: Any) -> None:
+    """The barrier: returns once the service has handled every notification sent
+    before it (NOTIFY arrives in commit order, so a sentinel sent now comes last)."""
+    watcher = str(uuid.uuid4())
+    c = await SSEClient.open(port, token=token(watcher))
+    try:
+        await c.next_event(skip_pings=False)  # the connect ping: registered
+        await notify(db, watcher, -1)
+        assert (await c.next_event()).json == {"n": -1}
+    finally:
+        await c.close()
+
+
 async def test_resume_with_last_event_id_header_and_query(service: Running, db: Any) -> None:
     user = str(uuid.uuid4())
     c = await SSEClient.open(service.port, token=token(user))
@@ -44,7 +65,7 @@ async def test_resume_with_last_event_id_header_and_query(service: Running, db: 
     await notify(db, user, 3)
     await notify(db, [str(uuid.uuid4())], 99)  # somebody else's, in between
     await notify(db, user, 4)
-    await asyncio.sleep(0.2)
+    await settled(service.port, db)  # 3 and 4 are in the history: a replay, not live
 
     by_header = await SSEClient.open(service.port, token=token(user),
                                      headers={"Last-Event-ID": last})
@@ -68,7 +89,7 @@ async def test_a_burst_arrives_complete_in_order_and_coalesced(service: Running,
     c = await SSEClient.open(service.port, token=token(user))
     o = await SSEClient.open(service.port, token=token(other))
     await service.wait_streams(2)
-    await c.events_within(0.1)
+    await c.next_event(skip_pings=False)  # the connect ping: the preamble is read
     chunks_before = c.chunks
     async with db.transaction():  # delivered together at commit
         for n in range(200):
@@ -83,20 +104,16 @@ async def test_a_burst_arrives_complete_in_order_and_coalesced(service: Running,
 
 async def test_a_client_that_saw_no_event_still_resumes(service: Running, db: Any) -> None:
     user = str(uuid.uuid4())
-    await notify(db, [str(uuid.uuid4())], 0)  # the service has a newest id now
-    await asyncio.sleep(0.1)
-    c = await SSEClient.open(service.port, token=token(user))
-    await c.events_within(0.1)
-    handshake = c.last_event_id
-    assert handshake is not None
-    await c.close()
+    await notify(db, [str(uuid.uuid4())], 0)  # somebody else's
+    handshake = await first_resume_point(service.port, user)
     await service.wait_streams(0)
     await notify(db, user, 1)
-    await asyncio.sleep(0.1)
+    await settled(service.port, db)
     c = await SSEClient.open(service.port, token=token(user), headers={"Last-Event-ID": handshake})
     try:
         ev = await c.next_event()
         assert (ev.event, ev.json) == ("items:updated", {"n": 1})
+        assert service.service.stats.replayed_events == 1  # from the history, not live
     finally:
         await c.close()
 
@@ -136,7 +153,7 @@ async def test_resume_on_another_instance(database_dsn: str, db: Any) -> None:
         await c.close()
         await notify(db, user, 2, id=base + 2)
         await notify(db, user, 3, id=base + 3)
-        await asyncio.sleep(0.2)
+        await settled(b.port, db)
         c = await SSEClient.open(b.port, token=token(user), headers={"Last-Event-ID": str(seen)})
         try:
             assert await next_n(c, 2) == [2, 3]
@@ -203,7 +220,7 @@ async def test_per_user_cap_closes_the_oldest_with_a_long_retry(database_dsn: st
         second = await SSEClient.open(svc.port, token=token(user))
         await svc.wait_streams(2)
         third = await SSEClient.open(svc.port, token=token(user))
-        events = await first.wait_eof()
+        events = [e for e in await first.wait_eof() if e.event != "sync:ping"]
         assert [e.event for e in events] == ["sync:closed"]
         assert events[0].json == {"reason": "too_many_streams", "limit": 2}
         assert first.retry == 3_600_000
@@ -213,44 +230,56 @@ async def test_per_user_cap_closes_the_oldest_with_a_long_retry(database_dsn: st
             await c.close()
 
 
-async def test_reconnecting_clients_over_the_cap_settle(database_dsn: str) -> None:
-    """N+2 EventSource-like clients that honour retry: no reconnect storm."""
+async def test_reconnecting_clients_over_the_cap_settle(database_dsn: str, db: Any) -> None:
+    """N+2 EventSource-like clients that honour retry: no reconnect storm. The two
+    evicted ones wait the hour they are told to; the others keep their streams."""
     cap = 3
     async with running(settings_for(database_dsn, SSE_MAX_STREAMS_PER_USER=str(cap))) as svc:
         user = str(uuid.uuid4())
-        connects: list[float] = []
-        loop = asyncio.get_running_loop()
+        connects = 0
+        waiting: list[float] = []  # the retry each ended stream was told to wait
+        received: list[int] = []
         stop = asyncio.Event()
 
         async def event_source() -> None:
+            nonlocal connects
             retry = 0.05
             while not stop.is_set():
-                connects.append(loop.time())
+                connects += 1
                 c = await SSEClient.open(svc.port, token=token(user))
                 try:
                     while not stop.is_set():
                         try:
-                            await c.next_event(timeout=0.1, skip_pings=False)
+                            ev = await c.next_event(timeout=0.1)
                         except TimeoutError:
                             continue
+                        if ev.event == "items:updated":
+                            received.append(ev.json["n"])
                 except EOFError:
                     pass
                 finally:
                     await c.close()
                 if c.retry is not None:
                     retry = c.retry / 1000
+                if stop.is_set():
+                    break
+                waiting.append(retry)
                 try:
                     await asyncio.wait_for(stop.wait(), retry)
                 except TimeoutError:
                     pass
 
         tasks = [asyncio.create_task(event_source()) for _ in range(cap + 2)]
-        await asyncio.sleep(3)
-        start_settled = loop.time()
-        await asyncio.sleep(2)
-        assert svc.service.hub.streams_of(user) == cap
-        assert [t for t in connects if t >= start_settled] == []  # nobody reconnects
-        assert len(connects) == cap + 2
+        async with asyncio.timeout(15):
+            while len(waiting) < 2 or svc.service.hub.streams_of(user) != cap:
+                await asyncio.sleep(0.01)
+        await notify(db, user, 7)  # the barrier: the streams left are still attached
+        async with asyncio.timeout(10):
+            while len(received) < cap:
+                await asyncio.sleep(0.01)
+        assert waiting == [3600.0, 3600.0]  # evicted: told to stay away for an hour
+        assert received == [7] * cap
+        assert connects == cap + 2 and svc.service.hub.streams_of(user) == cap
         stop.set()
         await asyncio.gather(*tasks)
 
@@ -317,3 +346,197 @@ async def test_a_dead_peer_is_noticed_by_the_keepalive(database_dsn: str) -> Non
         await svc.wait_streams(0, timeout=20)
         assert svc.service.stats.streams_closed["disconnected"] == 1
         await c.close()
+
+
+async def test_a_token_within_the_leeway_lives_until_exp_plus_leeway(database_dsn: str,
+                                                                      db: Any) -> None:
+    """Accepted within SSE_JWT_LEEWAY, the stream must not be expired at once (the
+    client would loop); it ends at exp + leeway, consistently with the check."""
+    async with running(settings_for(database_dsn, SSE_JWT_LEEWAY="3")) as svc:
+        user = str(uuid.uuid4())
+        tok = token(user, ttl=-1)  # exp one second ago, inside the leeway
+        exp = jwt.decode(tok, options={"verify_signature": False})["exp"]
+        c = await SSEClient.open(svc.port, token=tok)
+        try:
+            assert c.status == 200
+            await svc.wait_streams(1)
+            await notify(db, user, 1)  # the barrier: still open when it arrives
+            ev = await c.next_event()
+            assert (ev.event, ev.json) == ("items:updated", {"n": 1})
+            events = await c.wait_eof(timeout=10)
+            assert [e.event for e in events if e.event != "sync:ping"] == ["auth:expired"]
+            assert time.time() >= exp + 3 - 0.05  # never before exp + leeway
+        finally:
+            await c.close()
+
+
+@asynccontextmanager
+async def slow_to_prepare(settings: Settings, delay: float) -> AsyncIterator[Running]:
+    """The service, with a response-prepare hook that awaits: every open of a stream
+    suspends between the capacity check and the registration, as it may in production
+    when the headers' write has to wait."""
+    app = create_app(settings)
+
+    async def slow(request: web.Request, _response: web.StreamResponse) -> None:
+        if request.path == STREAM:
+            await asyncio.sleep(delay)
+
+    app.on_response_prepare.append(slow)
+    runner = web.AppRunner(app, handler_cancellation=True)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    svc = Running(app, runner, runner.addresses[0][1])
+    try:
+        await svc.wait_listening()
+        yield svc
+    finally:
+        await svc.stop()
+
+
+async def test_concurrent_opens_do_not_overshoot_the_cap(database_dsn: str) -> None:
+    async with slow_to_prepare(settings_for(database_dsn, SSE_MAX_STREAMS="2"), 0.3) as svc:
+        hub = svc.service.hub
+        clients = await asyncio.gather(*(
+            SSEClient.open(svc.port, token=token(str(uuid.uuid4()))) for _ in range(6)))
+        try:
+            assert sorted(c.status for c in clients) == [200, 200, 503, 503, 503, 503]
+            await svc.wait_streams(2)
+            assert hub.opening == 0
+        finally:
+            for c in clients:
+                await c.close()
+        await svc.wait_streams(0)
+        # A client that leaves while its stream is being prepared gives its place back.
+        opened = svc.service.stats.streams_opened
+        for _ in range(3):
+            _reader, writer = await asyncio.open_connection("127.0.0.1", svc.port)
+            writer.write((f"GET {STREAM} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                          f"{token(str(uuid.uuid4()))}\r\n\r\n").encode())
+            await writer.drain()
+            async with asyncio.timeout(5):
+                while hub.opening == 0:
+                    await asyncio.sleep(0.005)
+            writer.close()
+        async with asyncio.timeout(10):
+            while hub.opening:
+                await asyncio.sleep(0.01)
+        assert svc.service.stats.streams_opened == opened  # released, never attached
+        again = [await SSEClient.open(svc.port, token=token(str(uuid.uuid4())))
+                 for _ in range(2)]
+        try:
+            assert [c.status for c in again] == [200, 200]
+            await svc.wait_streams(2)
+        finally:
+            for c in again:
+                await c.close()
+
+
+async def test_hostile_names_and_deep_payloads_reach_nobody_and_the_log_stays_short(
+        service: Running, db: Any, caplog: pytest.LogCaptureFixture) -> None:
+    user = str(uuid.uuid4())
+    c = await SSEClient.open(service.port, token=token(user))
+    try:
+        await service.wait_streams(1)
+        caplog.set_level(logging.INFO, logger="sse_service")
+        for name in ("SYNC:reset", "Auth:Expired", "sync:Closed", "error", "message", "ERROR"):
+            await notify(db, user, 0, event=name)
+        deep = '{"a":' * 300 + "1" + "}" * 300  # decodable, too deep to encode
+        for _ in range(200):
+            await db.execute("SELECT pg_notify('sse_events', $1)",
+                             f'{{"event":"items:updated","users":["{user}"],"data":{deep}}}')
+        await notify(db, user, 1)  # the barrier: everything before it has been handled
+        ev = await c.next_event()
+        assert (ev.event, ev.json) == ("items:updated", {"n": 1})
+        rejected = service.service.stats.notifications_rejected
+        assert rejected["reserved_event"] == 6 and rejected["bad_data"] == 200
+        lines = [r for r in caplog.records if r.name.startswith("sse_service")]
+        assert len(lines) <= 4, [r.getMessage() for r in lines]
+        assert not any(r.exc_info for r in lines)
+    finally:
+        await c.close()
+
+
+async def test_an_absurd_ts_does_not_poison_the_latency_metric(service: Running,
+                                                                db: Any) -> None:
+    user = str(uuid.uuid4())
+    c = await SSEClient.open(service.port, token=token(user))
+    try:
+        await service.wait_streams(1)
+        latency = service.service.stats.latency
+        count, total = latency.count, latency.sum
+        for n, ts in enumerate((-1e308, 1e308, time.time() + 86400, time.time())):
+            await db.execute("SELECT pg_notify('sse_events', $1)", json.dumps(
+                {"event": "items:updated", "users": [user], "data": {"n": n}, "ts": ts}))
+        assert await next_n(c, 4) == [0, 1, 2, 3]  # delivered all the same
+        async with asyncio.timeout(5):  # observed at the flush after the write
+            while latency.count == count:
+                await asyncio.sleep(0.01)
+        assert latency.count == count + 1
+        assert 0 <= latency.sum - total < 60
+    finally:
+        await c.close()
+
+
+def ids_only_on_dispatched_blocks(raw: bytes) -> bool:
+    """True if every block with an ``id:`` also has ``data:``: a parser that drops
+    id-only blocks (npm eventsource 4.x) then keeps every resume point too."""
+    text = raw.decode().replace("\r\n", "\n")
+    for block in text.split("\n\n"):
+        lines = block.split("\n")
+        if any(x.startswith("id:") for x in lines) and not any(
+                x.startswith("data:") for x in lines):
+            return False
+    return True
+
+
+async def first_resume_point(port: int, user: str) -> str:
+    """Open a stream, take the id of its first event, close it."""
+    c = await SSEClient.open(port, token=token(user))
+    try:
+        ev = await c.next_event(skip_pings=False)
+        assert ev.event == "sync:ping" and ev.id is not None
+        assert ids_only_on_dispatched_blocks(bytes(c.raw))
+        return ev.id
+    finally:
+        await c.close()
+
+
+async def test_every_new_stream_gets_a_resume_point_however_busy(database_dsn: str,
+                                                                 db: Any) -> None:
+    """Issue 12.1: with the window turned over (a busy instance) a new stream still
+    gets an id at connect, on an event with data, and resumes exactly from it."""
+    async with running(settings_for(database_dsn, SSE_REPLAY_WINDOW="5")) as svc:
+        user, other = str(uuid.uuid4()), str(uuid.uuid4())
+        o = await SSEClient.open(svc.port, token=token(other))
+        try:
+            await svc.wait_streams(1)
+            for n in range(20):
+                await notify(db, other, n)
+            assert await next_n(o, 20) == list(range(20))  # all handled: window turned over
+            point = await first_resume_point(svc.port, user)
+            await svc.wait_streams(1)
+            await notify(db, user, 100)
+            await notify(db, other, 21)
+            assert await next_n(o, 1) == [21]  # the barrier: 100 is in the history
+            c = await SSEClient.open(svc.port, token=token(user),
+                                     headers={"Last-Event-ID": point})
+            try:
+                assert await next_n(c, 1) == [100]
+                assert svc.service.stats.replays == 1
+            finally:
+                await c.close()
+        finally:
+            await o.close()
+
+
+async def test_a_new_stream_gets_a_resume_point_during_a_gap(service: Running,
+                                                             db: Any) -> None:
+    """Issue 12.1: after the history was cleared (LISTEN lost), before it is back."""
+    dispatcher = service.service.dispatcher
+    dispatcher.listen_down("test_gap")
+    try:
+        await service.wait_listening()  # the inbox is drained: the history is cleared
+        await first_resume_point(service.port, str(uuid.uuid4()))
+    finally:
+        dispatcher.listen_up()
+        await service.wait_listening()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
-from sse_service.events import Event, dumps, dumps_bytes, encode, frame
 from sse_service.notification import InvalidNotification, parse
+from sse_service.wire import Event, dumps, dumps_bytes, encode, frame
 
 
 def test_event_is_encoded_once_in_both_framings() -> None:
@@ -52,11 +53,11 @@ def good(**over: object) -> str:
 
 
 def test_parse_valid_payload() -> None:
-    note = parse(good(id=7, ts=1.5, users=["u1", "u2", "u1"]))
+    note = parse(good(id=7, ts=1764314183.5, users=["u1", "u2", "u1"]))
     assert note.event == "items:updated"
     assert note.users == ("u1", "u2")  # deduplicated, order kept
     assert note.data == b'{"id":"i"}'
-    assert note.id == "7" and note.sent_at == 1.5
+    assert note.id == "7" and note.sent_at == 1764314183.5
 
 
 def test_parse_manual_psql_example() -> None:
@@ -103,6 +104,16 @@ def test_parse_manual_psql_example() -> None:
     (good(event="sync:reset"), "reserved_event"),
     (good(event="auth:expired"), "reserved_event"),
     (good(event="sync:closed"), "reserved_event"),
+    (good(event="SYNC:reset"), "reserved_event"),
+    (good(event="Sync:Closed"), "reserved_event"),
+    (good(event="AUTH:expired"), "reserved_event"),
+    (good(event="error"), "reserved_event"),
+    (good(event="ERROR"), "reserved_event"),
+    (good(event="message"), "reserved_event"),
+    (good(event="Message"), "reserved_event"),
+    # Deeper than the encoder allows, shallower than the decoder's limit.
+    (good(data={}).replace("{}", '{"a":' * 300 + "1" + "}" * 300), "bad_data"),
+    (good(data={}).replace("{}", '{"a":' + "[" * 1000 + "]" * 1000 + "}"), "bad_data"),
 ])
 def test_parse_rejects_hostile_payloads(payload: str, reason: str) -> None:
     with pytest.raises(InvalidNotification) as info:
@@ -113,6 +124,22 @@ def test_parse_rejects_hostile_payloads(payload: str, reason: str) -> None:
 def test_bad_ts_is_ignored_not_fatal() -> None:
     assert parse(good(ts="yesterday")).sent_at is None
     assert parse(good(ts=True)).sent_at is None
+
+
+@pytest.mark.parametrize("ts", [-1e308, 1e308, -1, 0, 1.5, 1577836799.9,
+                                "now+3600", 123456789012345678901234567890])
+def test_implausible_ts_is_ignored(ts: float | str) -> None:
+    """Before 2020 or more than five minutes ahead: the event is kept, its ts ignored."""
+    value = time.time() + 3600 if ts == "now+3600" else ts
+    note = parse(good(ts=value))
+    assert note.event == "items:updated" and note.sent_at is None
+
+
+@pytest.mark.parametrize("ahead", [-86400.0, -1.0, 0.0, 60.0, 290.0])
+def test_plausible_ts_is_kept(ahead: float) -> None:
+    ts = time.time() + ahead
+    assert parse(good(ts=ts)).sent_at == ts
+    assert parse(good(ts=int(ts))).sent_at == int(ts)
 
 
 def test_public_ids_are_opaque_and_agree_across_instances() -> None:

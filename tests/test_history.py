@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from sse_service.events import Event, dumps_bytes
+import json
+
 from sse_service.history import History, Reset, Resume
+from sse_service.wire import ID_RE, Event, dumps_bytes
 
 
 def ev(i: int) -> Event:
@@ -70,13 +72,13 @@ def test_age_expiry() -> None:
 def test_clear_after_a_gap_makes_every_old_id_reset() -> None:
     h = History(window=100, per_user=10, max_age=60)
     h.record(ev(1), ["a"], 0)
+    before = h.marker()
     h.clear()
-    assert h.resume_point is None
-    marker = h.mark(0)
+    after = h.marker()  # the same position as `before`, but after the gap
     h.record(ev(2), ["a"], 0)
     assert h.resume("a", "1") == Reset("unknown_last_event_id")
-    assert ids(h.resume("a", marker)) == ["2"]
-    assert h.resume_point == marker
+    assert h.resume("a", before) == Reset("unknown_last_event_id")
+    assert ids(h.resume("a", after)) == ["2"]
 
 
 def test_one_entry_is_shared_by_all_recipients() -> None:
@@ -103,30 +105,99 @@ def test_expire_drops_idle_users() -> None:
     assert h._users == {}
 
 
-def test_markers_move_a_quiet_stream_forward_never_back() -> None:
-    h = History(window=100, per_user=10, max_age=60)
+def blocks(data: bytes) -> list[dict[str, str]]:
+    """The SSE blocks of ``data`` as {field: value} (the service writes LF only)."""
+    out = []
+    for block in data.decode().split("\n\n")[:-1]:
+        fields = dict(line.split(": ", 1) for line in block.split("\n"))
+        out.append(fields)
+    return out
+
+
+def test_a_marker_resumes_exactly_while_the_window_reaches_back_to_it() -> None:
+    h = History(window=3, per_user=10, max_age=60)
+    m = h.marker()
     h.record(ev(1), ["a"], 0)
-    m1 = h.mark(0)
     h.record(ev(2), ["b"], 0)
-    # a resumed at 1: nothing missed, and m1 (newer than 1) becomes its resume point.
-    outcome = h.resume("a", "1")
-    assert isinstance(outcome, Resume) and outcome.blocks == [] and outcome.resume_point == m1
     h.record(ev(3), ["a"], 0)
-    # a resumed at 1 now misses 3, which is newer than m1: no marker after it.
-    outcome = h.resume("a", "1")
-    assert ids(outcome) == ["3"] and isinstance(outcome, Resume)
-    assert outcome.resume_point is None
-    m2 = h.mark(0)
-    outcome = h.resume("a", "3")
-    assert isinstance(outcome, Resume) and outcome.resume_point == m2
+    assert ids(h.resume("a", m)) == ["1", "3"]
+    h.record(ev(4), ["b"], 0)  # notification 1 leaves the window: m is unprovable
+    assert h.resume("a", m) == Reset("unknown_last_event_id")
 
 
-def test_the_resume_point_does_not_follow_other_users_activity() -> None:
-    """A wishlist owner must not learn, even from an id, that somebody marked a gift."""
+def test_a_quiet_marker_survives_age_expiry_when_nothing_happened() -> None:
+    h = History(window=100, per_user=10, max_age=10)
+    h.record(ev(1), ["a"], 0)
+    m = h.marker()
+    h.expire(100)
+    assert ids(h.resume("a", m)) == []
+    h.record(ev(2), ["a"], 100)
+    assert ids(h.resume("a", m)) == ["2"]
+
+
+def test_every_preamble_ends_with_a_resume_point_on_an_event_with_data() -> None:
+    """Issue 12.1 and 12.2: however fast the window turns over, and right after a
+    gap, a new stream gets an id, on a block that every parser dispatches."""
+    h = History(window=5, per_user=10, max_age=60)
+    for i in range(50):  # far more notifications than the window holds
+        h.record(ev(i), ["other"], 0)
+    h.clear()
+    for last in (None, "", "bad id", "12345", h.marker()):
+        pre = h.preamble("a", last)
+        final = blocks(pre.blocks)[-1]
+        assert final["event"] in ("sync:ping", "sync:reset") and final["data"]
+        assert ID_RE.match(final["id"])
+    h.record(ev(100), ["a"], 0)
+    h.record(ev(101), ["b"], 0)
+    first = blocks(h.preamble("a", None).blocks)
+    assert [b["event"] for b in first] == ["sync:ping"]
+    assert set(json.loads(first[0]["data"])) == {"timestamp"}
+    h.record(ev(102), ["a"], 0)
+    resumed = h.preamble("a", first[0]["id"])
+    assert resumed.reset is None and resumed.replayed == 1
+    got = blocks(resumed.blocks)
+    assert [(b["event"], b.get("id")) for b in got[:1]] == [("items:updated", "102")]
+    assert got[1]["event"] == "sync:ping"
+    again = h.preamble("a", got[1]["id"])  # the marker after the replay: nothing twice
+    assert again.reset is None and again.replayed == 0
+
+
+def test_preamble_resets_say_why() -> None:
+    h = History(window=5, per_user=10, max_age=60)
+    for last, reason in (("bad id", "invalid_last_event_id"),
+                         ("x" * 65, "invalid_last_event_id"),
+                         ("999", "unknown_last_event_id")):
+        pre = h.preamble("a", last)
+        assert pre.reset == reason and pre.replayed == 0
+        (block,) = blocks(pre.blocks)
+        assert block["event"] == "sync:reset" and json.loads(block["data"]) == {"reason": reason}
+
+
+def test_markers_carry_no_count_of_anything() -> None:
+    """A wishlist owner must not learn, even from an id, that somebody marked a gift:
+    every marker is new, of one length, whether or not anything happened."""
     h = History(window=100, per_user=10, max_age=60)
-    m = h.mark(0)
+    quiet = [h.marker() for _ in range(50)]
     h.record(ev(1), ["viewer"], 0)  # the viewer's marks:updated
-    assert h.resume_point == m
+    busy = [h.marker() for _ in range(50)]
+    markers = quiet + busy
+    assert len(set(markers)) == len(markers)
+    assert {len(m) for m in markers} == {len(markers[0])}
+    assert all(ID_RE.match(m) and m.startswith(h.instance + "-m") for m in markers)
+
+
+def test_foreign_and_forged_markers_are_unknown() -> None:
+    a = History(window=100, per_user=10, max_age=60)
+    b = History(window=100, per_user=10, max_age=60)
+    m = a.marker()
+    a.record(ev(1), ["u"], 0)
+    assert ids(a.resume("u", m)) == ["1"]
+    assert b.resume("u", m) == Reset("unknown_last_event_id")  # another instance's
+    prefix, body = m[: len(a.instance) + 2], m[len(a.instance) + 2:]
+    for forged in (prefix + body[:-1] + ("A" if body[-1] != "A" else "B"),
+                   prefix + body[::-1], prefix + body[:-4], prefix + "=" + body[1:],
+                   prefix + body[:10] + "." + body[11:], prefix, m + "A"):
+        assert a.resume("u", forged) == Reset("unknown_last_event_id"), forged
 
 
 def test_local_ids_are_unique_per_instance() -> None:
@@ -134,5 +205,6 @@ def test_local_ids_are_unique_per_instance() -> None:
     b = History(window=10, per_user=1, max_age=1)
     assert a.local_id() != a.local_id()
     assert a.local_id().split("-")[0] != b.local_id().split("-")[0]
+    assert len({a.local_id() for _ in range(100)}) == 100
     a.record(ev(1), ["x"], 0)
     assert a.knows("1") and not b.knows("1")
