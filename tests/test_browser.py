@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from sse_service.wire import encode
 from sse_service.settings import Settings
 from sse_service.wire import encode
 from tests import factories
