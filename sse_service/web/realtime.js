@@ -158,11 +158,14 @@ export function createRealtimeClient(options) {
   const handlers = new Map();
   const resyncHandlers = new Set();
   const stateHandlers = new Set();
+  const activityHandlers = new Set();
 
   let state = "connecting";
   let lastEventId = null;
   let closed = false;
   let hadOpen = false; // this tab has already been told to pull everything once
+  let lastEventTime = null; // when the last message (pings included) arrived
+  let remoteAttempts = 0; // a follower's copy of the leader's failure count
 
   // Cross-tab sharing: the coordinator decides who holds the stream.
   let coordinator = null;
@@ -208,6 +211,10 @@ export function createRealtimeClient(options) {
     for (const h of [...stateHandlers]) call(h, next);
   }
 
+  function activity() {
+    for (const h of [...activityHandlers]) call(h);
+  }
+
   function resync(reason) {
     for (const h of [...resyncHandlers]) call(h, reason);
   }
@@ -229,6 +236,8 @@ export function createRealtimeClient(options) {
   // A message from the stream (leader) or relayed by the leader (follower).
   function deliver(message) {
     lastEventId = message.id === "" ? null : message.id;
+    lastEventTime = Date.now();
+    activity();
     if (message.type === null) return;
     if (message.type === "sync:reset") return resync("reset");
     if (message.type.startsWith("sync:") || message.type.startsWith("auth:")) return;
@@ -252,7 +261,10 @@ export function createRealtimeClient(options) {
 
   function publish(next) {
     setState(next);
-    if (leading && coordinator) coordinator.post({ t: "state", state: next, lastEventId });
+    activity();
+    if (leading && coordinator) {
+      coordinator.post({ t: "state", state: next, lastEventId, attempts: failures });
+    }
   }
 
   function armWatchdog() {
@@ -398,7 +410,9 @@ export function createRealtimeClient(options) {
   function onCoordinatorMessage(message) {
     if (closed || !message || typeof message !== "object") return;
     if (leading) {
-      if (message.t === "hello") coordinator.post({ t: "state", state, lastEventId });
+      if (message.t === "hello") {
+        coordinator.post({ t: "state", state, lastEventId, attempts: failures });
+      }
       else if (message.t === "reconnect") reconnectNow();
       return;
     }
@@ -407,7 +421,9 @@ export function createRealtimeClient(options) {
       if (typeof message.lastEventId === "string" && message.lastEventId !== "") {
         lastEventId = message.lastEventId;
       }
+      if (Number.isInteger(message.attempts)) remoteAttempts = message.attempts;
       if (STATES.has(message.state)) setState(message.state);
+      activity();
     }
   }
 
@@ -499,18 +515,22 @@ export function createRealtimeClient(options) {
     handlers.clear();
     resyncHandlers.clear();
     stateHandlers.clear();
+    activityHandlers.clear();
   }
 
   const client = {
     get state() { return state; },
     get lastEventId() { return lastEventId; },
     get isLeader() { return leading; },
+    get reconnectAttempts() { return leading || !coordinator ? failures : remoteAttempts; },
+    get lastEventTime() { return lastEventTime; },
     on(type, handler) {
       if (!handlers.has(type)) handlers.set(type, new Set());
       return subscribe(handlers.get(type), handler);
     },
     onResync(handler) { return subscribe(resyncHandlers, handler); },
     onState(handler) { return subscribe(stateHandlers, handler); },
+    onActivity(handler) { return subscribe(activityHandlers, handler); },
     close,
     reconnectNow,
   };
