@@ -28,7 +28,8 @@ from tests.clientpage import (
     wait_log,
     wait_state,
 )
-from tests.harness import settings_for
+from tests.harness import settings_for, token
+from tests.sseclient import SSEClient
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser
@@ -131,6 +132,34 @@ async def test_a_401_refreshes_the_token_once(
         await svc.stop()
 
 
+async def test_refused_streams_degrade_then_recover(
+        browser: Browser, database_dsn: str, db: Any) -> None:
+    owner, other = await factories.user(db), await factories.user(db)
+    wishlist = await factories.wishlist(db, owner)
+    # One stream per process: while another holds it, the service answers 503.
+    svc = await start_service(settings_for(database_dsn, SSE_KEEPALIVE_INTERVAL="1",
+                                           SSE_MAX_STREAMS="1"), PAGES)
+    blocker = await SSEClient.open(svc.port, token=token(other))
+    try:
+        await svc.wait_streams(1)
+        page = await (await browser.new_context()).new_page()
+        await start_tab(page, svc, owner, backoffBaseMs=100, backoffMaxMs=400,
+                        degradeAfterFailures=2, pollIntervalMs=500)
+        await wait_state(page, "degraded")
+        await wait_log(page, "polling resyncs", lambda log: resyncs(log).count("degraded") >= 2)
+        refused = svc.recorder.of(owner)
+        assert refused and all(a.status == 503 for a in refused)
+        await blocker.close()
+        await wait_state(page, "open")  # by itself: Retry-After is capped by backoffMaxMs
+        item = await factories.item(db, wishlist, "Kettle")
+        log = await wait_log(page, "the item", lambda log: item in item_ids(log))
+        assert resyncs(log)[0] == "degraded"  # the app pulled while the stream was refused
+        assert "initial" in resyncs(log)
+    finally:
+        await blocker.close()
+        await svc.stop()
+
+
 async def test_watchdog_reconnects_a_silent_stream(
         browser: Browser, database_dsn: str, db: Any) -> None:
     owner = await factories.user(db)
@@ -185,6 +214,14 @@ async def test_restart_then_down_degraded_then_back(
         down_at = time.monotonic()
         await wait_log(page, "polling resyncs",
                        lambda log: resyncs(log).count("degraded") >= 3, timeout=15)
+        # Hidden, it stops polling (Playwright pages are always visible: pretend).
+        await page.evaluate(HIDE)
+        hidden = resyncs(await log_of(page)).count("degraded")
+        await asyncio.sleep(3.0)  # three poll intervals
+        assert resyncs(await log_of(page)).count("degraded") == hidden
+        await page.evaluate(SHOW)  # visible again: a pull at once
+        await wait_log(page, "a pull on becoming visible",
+                       lambda log: resyncs(log).count("degraded") == hidden + 1, timeout=2)
         await asyncio.sleep(max(0.0, DOWN_SECONDS - (time.monotonic() - down_at)))
         svc = await start_service(settings, PAGES, port=port, recorder=recorder)
         await wait_state(page, "open", timeout=10)  # back by itself, at the backoff cap
@@ -202,4 +239,9 @@ async def test_restart_then_down_degraded_then_back(
         await svc.stop()
 
 
-DOWN_SECONDS = 8.0
+DOWN_SECONDS = 20.0
+HIDE = """Object.defineProperty(document, "visibilityState",
+                      {configurable: true, get: () => "hidden"});
+document.dispatchEvent(new Event("visibilitychange"));"""
+SHOW = """delete document.visibilityState;
+document.dispatchEvent(new Event("visibilitychange"));"""

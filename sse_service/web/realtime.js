@@ -292,7 +292,8 @@ export function createRealtimeClient(options) {
   function failed(retryAfterMs = 0) {
     failures += 1;
     publish(failures >= o.degradeAfterFailures ? "degraded" : "backoff");
-    schedule(Math.max(backoffDelay(), retryAfterMs));
+    // The server's Retry-After is honoured up to our own cap.
+    schedule(Math.max(backoffDelay(), Math.min(retryAfterMs, o.backoffMaxMs)));
   }
 
   function unauthorized() {
@@ -322,6 +323,9 @@ export function createRealtimeClient(options) {
     if (token) headers.Authorization = "Bearer " + token;
     const controller = new AbortController();
     abort = controller;
+    // A server or proxy that accepts the connection but never answers: give up in time.
+    watchdogTimer = clearTimer(watchdogTimer);
+    watchdogTimer = setTimeout(() => controller.abort(), watchdogMs);
     let response;
     try {
       response = await fetch(url, { headers, credentials: "same-origin", cache: "no-store",
@@ -452,11 +456,12 @@ export function createRealtimeClient(options) {
   }
 
   function onVisibility() {
-    if (!visible() || !leading || final) return;
+    if (!visible() || closed) return;
     // Background timers are throttled: a visible tab checks at once what they would have.
+    if (state === "degraded") resync("degraded");
+    if (!leading || final) return;
     const stale = state === "open" && Date.now() - lastChunkAt > watchdogMs;
     if (stale || state === "backoff" || state === "degraded") connect();
-    if (state === "degraded") resync("degraded");
   }
 
   function onPageHide() {
