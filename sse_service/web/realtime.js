@@ -420,7 +420,12 @@ export function createRealtimeClient(options) {
       else if (message.t === "reconnect") reconnectNow();
       return;
     }
-    if (message.t === "msg") deliver(message);
+    if (message.t === "msg") {
+      const { type, data, id } = message;
+      if (typeof id !== "string") return;
+      if (type === null && data === null) deliver({ type, data, id });
+      else if (typeof type === "string" && typeof data === "string") deliver({ type, data, id });
+    }
     else if (message.t === "state") {
       if (typeof message.lastEventId === "string" && message.lastEventId !== "") {
         lastEventId = message.lastEventId;
@@ -451,7 +456,6 @@ export function createRealtimeClient(options) {
 
   function onOnline() {
     if (!leading || final || state === "open" || state === "connecting") return;
-    failures = 0;
     connect();
   }
 
