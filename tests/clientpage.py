@@ -77,7 +77,7 @@ async def start_tab(page: Page, svc: PageService, user: str, **options: Any) -> 
     await page.goto(svc.url(PAGE_PATH))
     await page.wait_for_function("window.ready === true")
     await page.evaluate("([user, options]) => window.startClient(user, options)",
-                        [user, {"keepaliveMs": 1000, **options}])
+                        [user, {"keepaliveMs": 2000, **options}])
 
 
 async def log_of(page: Page) -> list[Entry]:

@@ -194,8 +194,8 @@ async def test_restart_then_down_degraded_then_back(
     recorder, port = svc.recorder, svc.port
     try:
         page = await (await browser.new_context()).new_page()
-        await start_tab(page, svc, owner, backoffBaseMs=200, backoffMaxMs=1000,
-                        degradeAfterFailures=4, pollIntervalMs=1000)
+        await start_tab(page, svc, owner, backoffBaseMs=400, backoffMaxMs=1000,
+                        degradeAfterFailures=6, pollIntervalMs=1000)
         await wait_state(page, "open")
 
         # A restart: the client comes back by itself and is told to pull once.
@@ -225,9 +225,11 @@ async def test_restart_then_down_degraded_then_back(
         await asyncio.sleep(max(0.0, DOWN_SECONDS - (time.monotonic() - down_at)))
         svc = await start_service(settings, PAGES, port=port, recorder=recorder)
         await wait_state(page, "open", timeout=10)  # back by itself, at the backoff cap
-        log = await log_of(page)
+        # The new process cannot resume: it says so, and the app pulls once more.
+        log = await wait_log(page, "a resync after the restart",
+                             lambda log: resyncs(log).count("reset") == 2)
         polls = resyncs(log).count("degraded")
-        assert resyncs(log)[-1] == "reset"  # the new process cannot resume: pull once more
+        assert resyncs(log)[-1] == "reset"
         # Polling stopped with the stream back: after two poll intervals and a sentinel,
         # no further degraded resync.
         await asyncio.sleep(2.0)
