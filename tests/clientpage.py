@@ -32,8 +32,11 @@ window.startClient = (user, options = {}) => {
     if (!res.ok) throw new Error("token endpoint: " + res.status);
     return res.text();
   };
-  const client = createRealtimeClient({ url: "/api/v1/events/stream", getToken,
-                                        channelKey: user, ...options });
+  // cookieMode: no getToken, the browser sends the access_token cookie.
+  const { cookieMode, ...rest } = options;
+  const client = createRealtimeClient({ url: "/api/v1/events/stream",
+                                        getToken: cookieMode ? undefined : getToken,
+                                        channelKey: user, ...rest });
   for (const type of EVENT_TYPES) {
     client.on(type, (data, id) => log({ kind: "event", type, data, id }));
   }
