@@ -1,5 +1,5 @@
 // Types of vue.js: the Vue 3 composable over realtime.js.
-import type { ComputedRef, DeepReadonly, Ref } from "vue";
+import type { ComputedRef, Ref } from "vue";
 import type { RealtimeClient, RealtimeOptions, RealtimeState } from "./realtime.js";
 
 export interface RealtimeSync {
@@ -9,7 +9,7 @@ export interface RealtimeSync {
   /** state === "open" (in this tab or in the tab that holds the stream). */
   readonly isConnected: ComputedRef<boolean>;
   /** When the last message arrived, sync:ping included; null before any. */
-  readonly lastEventTime: Readonly<Ref<DeepReadonly<Date> | null>>;
+  readonly lastEventTime: Readonly<Ref<Date | null>>;
   /** Failed attempts since the stream was last open. */
   readonly reconnectAttempts: Readonly<Ref<number>>;
   /** End the client now (the scope's end does it too). */
