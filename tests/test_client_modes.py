@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from sse_service.events import encode
 from tests import factories
 from tests.browser import (
     browser_fixture,  # noqa: F401 (the "browser" fixture)
@@ -112,5 +113,31 @@ async def test_pagehide_hands_the_stream_over(
             assert resyncs(log) == ["initial"]
         await eventually("one stream", lambda: svc.service.hub.streams_of(owner) == 1)
         assert not await is_leader(first)
+    finally:
+        await svc.stop()
+
+
+VISIBLE = "document.dispatchEvent(new Event('visibilitychange'))"
+
+
+async def test_becoming_visible_reconnects_a_waiting_client(
+        browser: Browser, database_dsn: str, db: Any) -> None:
+    owner = await factories.user(db)
+    wishlist = await factories.wishlist(db, owner)
+    svc = await start_service(settings_for(database_dsn, SSE_KEEPALIVE_INTERVAL="1"), PAGES)
+    try:
+        page = await (await browser.new_context()).new_page()
+        await start_tab(page, svc, owner)
+        await wait_state(page, "open")
+        # The server ends the stream asking for a minute's pause: the client waits...
+        svc.service.hub.close_all("test_cut", final=lambda: encode(retry=60_000))
+        await wait_state(page, "backoff")
+        missed = await factories.item(db, wishlist, "While waiting")
+        # ...until the page becomes visible (a tab brought to the front), then at once.
+        await page.evaluate(VISIBLE)
+        log = await wait_log(page, "the missed item", lambda log: missed in item_ids(log),
+                             timeout=5)
+        assert resyncs(log) == ["initial"]
+        assert svc.recorder.stream_opens(owner) == 2
     finally:
         await svc.stop()
