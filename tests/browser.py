@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import jwt
 import pytest
 from aiohttp import web
 
@@ -37,7 +38,7 @@ from sse_service import logs
 from sse_service.app import create_app
 from sse_service.settings import Settings
 from sse_service.stream import STREAM_PATH
-from tests.harness import Running, token
+from tests.harness import JWT_KEY, Running, token
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, BrowserContext, Page
@@ -79,29 +80,58 @@ async def browser_fixture() -> AsyncIterator[Browser]:
         yield browser
 
 
+@dataclass(frozen=True)
+class Answered:
+    """One response the service started: its path, status and user (from the
+    bearer token, unverified, or the token endpoint's ``user``; None if neither)."""
+
+    path: str
+    status: int
+    user: str | None
+
+
 @dataclass
 class Recorder:
     """What the service answered, kept across restarts of the test service.
 
-    ``requests``: (path, status) of every response the service started, in
-    order (a stream is recorded when it opens). ``token_calls``: tokens issued
-    per user by ``GET /test/token``; ``token_ttl`` is the lifetime of the next
-    ones; while ``token_fails`` is set the endpoint answers 500.
+    ``requests``: every response the service started, in order (a stream is
+    recorded when it opens). ``token_calls``: tokens issued per user by
+    ``GET /test/token?user=``; ``token_ttl`` is the lifetime of the next ones.
+    The endpoint answers 500 for the users in ``token_fails``, signs the next
+    ``bad_tokens[user]`` tokens with a wrong key, and waits ``token_delay`` s
+    before answering.
     """
 
-    requests: list[tuple[str, int]] = field(default_factory=list)
+    requests: list[Answered] = field(default_factory=list)
     token_calls: Counter[str] = field(default_factory=Counter)
     token_ttl: float = 3600.0
-    token_fails: bool = False
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    token_fails: set[str] = field(default_factory=set)
+    bad_tokens: Counter[str] = field(default_factory=Counter)
+    token_delay: float = 0.0
 
-    def stream_opens(self) -> int:
-        """Streams the service opened (status 200 on the stream path)."""
-        return sum(1 for path, status in self.requests if path == STREAM_PATH and status == 200)
+    def of(self, user: str, path: str = STREAM_PATH) -> list[Answered]:
+        """The user's answered requests for ``path``."""
+        return [a for a in self.requests if a.user == user and a.path == path]
 
-    def stream_requests(self) -> int:
-        """Requests for the stream, whatever the answer."""
-        return sum(1 for path, _ in self.requests if path == STREAM_PATH)
+    def stream_opens(self, user: str) -> int:
+        """Streams the service opened for ``user`` (status 200 on the stream path)."""
+        return sum(1 for a in self.of(user) if a.status == 200)
+
+    def count(self, user: str) -> int:
+        """Every answered request that names ``user``: streams, refusals, tokens."""
+        return sum(1 for a in self.requests if a.user == user)
+
+
+def _user_of(request: web.BaseRequest) -> str | None:
+    scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and credential:
+        try:
+            claims = jwt.decode(credential.strip(), options={"verify_signature": False})
+        except jwt.InvalidTokenError:
+            return None
+        sub = claims.get("sub")
+        return sub if isinstance(sub, str) else None
+    return request.query.get("user")
 
 
 @dataclass
@@ -123,17 +153,21 @@ def _routes(app: web.Application, pages: Mapping[str, str], recorder: Recorder) 
 
     async def issue(request: web.Request) -> web.Response:
         user = request.query["user"]
-        if recorder.token_fails:
-            return web.Response(status=500, text="token endpoint failing (test)")
         recorder.token_calls[user] += 1
-        recorder.changed.set()
-        return web.Response(text=token(user, ttl=recorder.token_ttl))
+        if recorder.token_delay:
+            await asyncio.sleep(recorder.token_delay)
+        if user in recorder.token_fails:
+            return web.Response(status=500, text="token endpoint failing (test)")
+        key = JWT_KEY
+        if recorder.bad_tokens[user] > 0:
+            recorder.bad_tokens[user] -= 1
+            key = "another-key-another-key-another-key-0123456789"
+        return web.Response(text=token(user, ttl=recorder.token_ttl, key=key))
 
     app.router.add_get(TOKEN_PATH, issue)
 
     async def record(request: web.Request, response: web.StreamResponse) -> None:
-        recorder.requests.append((request.path, response.status))
-        recorder.changed.set()
+        recorder.requests.append(Answered(request.path, response.status, _user_of(request)))
 
     app.on_response_prepare.append(record)
 

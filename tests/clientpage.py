@@ -9,9 +9,13 @@ counts every ``getToken()`` call.
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import TYPE_CHECKING, Any
 
-from tests.browser import CLIENT_URL, TOKEN_PATH
+from tests.browser import CLIENT_URL, TOKEN_PATH, PageService, eventually
+
+if TYPE_CHECKING:
+    from playwright.async_api import Page
 
 PAGE_PATH = "/test/client.html"
 EVENT_TYPES = ("items:updated", "items:resolved", "wishlists:updated", "marks:updated")
@@ -28,8 +32,11 @@ window.startClient = (user, options = {}) => {
     if (!res.ok) throw new Error("token endpoint: " + res.status);
     return res.text();
   };
-  const client = createRealtimeClient({ url: "/api/v1/events/stream", getToken,
-                                        channelKey: user, ...options });
+  // cookieMode: no getToken, the browser sends the access_token cookie.
+  const { cookieMode, ...rest } = options;
+  const client = createRealtimeClient({ url: "/api/v1/events/stream",
+                                        getToken: cookieMode ? undefined : getToken,
+                                        channelKey: user, ...rest });
   for (const type of EVENT_TYPES) {
     client.on(type, (data, id) => log({ kind: "event", type, data, id }));
   }
@@ -44,8 +51,6 @@ window.ready = true;
 
 
 def page_html() -> str:
-    import json
-
     return (PAGE.replace("CLIENT_URL", CLIENT_URL).replace("TOKEN_PATH", TOKEN_PATH)
                 .replace("EVENT_TYPES", json.dumps(list(EVENT_TYPES))))
 
@@ -68,3 +73,37 @@ def resyncs(log: list[Entry]) -> list[str]:
 
 def states(log: list[Entry]) -> list[str]:
     return [e["state"] for e in log if e["kind"] == "state"]
+
+
+async def start_tab(page: Page, svc: PageService, user: str, **options: Any) -> None:
+    """Load the test page in ``page`` and start a client for ``user`` there."""
+    await page.goto(svc.url(PAGE_PATH))
+    await page.wait_for_function("window.ready === true")
+    await page.evaluate("([user, options]) => window.startClient(user, options)",
+                        [user, {"keepaliveMs": 2000, **options}])
+
+
+async def log_of(page: Page) -> list[Entry]:
+    """The page's record so far."""
+    result: list[Entry] = await page.evaluate("window.rtLog")
+    return result
+
+
+async def wait_log(page: Page, what: str, check: Any, timeout: float = 10.0) -> list[Entry]:
+    """Until ``check(log)`` holds for the page's record; the record."""
+    async def probe() -> tuple[list[Entry]] | None:
+        log = await log_of(page)
+        return (log,) if check(log) else None  # a tuple: an empty log is still an answer
+
+    result: tuple[list[Entry]] = await eventually(what, probe, timeout)
+    return result[0]
+
+
+async def wait_state(page: Page, state: str, timeout: float = 10.0) -> None:
+    await eventually(f"state {state}",
+                     lambda: page.evaluate(f"window.client.state === {json.dumps(state)}"),
+                     timeout)
+
+
+async def is_leader(page: Page) -> bool:
+    return bool(await page.evaluate("window.client.isLeader"))

@@ -75,12 +75,21 @@ export interface RealtimeClient {
   readonly lastEventId: string | null;
   /** Whether this tab holds the stream. */
   readonly isLeader: boolean;
+  /** Failed attempts since the stream was last open (0 while open); the leader's count
+   * in a tab that shares another tab's stream. */
+  readonly reconnectAttempts: number;
+  /** When the last message arrived (Date.now() ms), `sync:ping` included: the last sign of
+   * life of the stream, in this tab or relayed to it. null before any. */
+  readonly lastEventTime: number | null;
   /** Subscribe to one event type; returns the unsubscribe function. */
   on<K extends keyof RealtimeEventMap>(
     type: K, handler: (data: RealtimeEventMap[K], id: string | null) => void): () => void;
   /** Pull everything: on first open, on `sync:reset`, and periodically while degraded. */
   onResync(handler: (reason: ResyncReason) => void): () => void;
   onState(handler: (state: RealtimeState) => void): () => void;
+  /** After any message (pings included), state report or failed attempt: a cue to read
+   * `lastEventTime` and `reconnectAttempts` again. */
+  onActivity(handler: () => void): () => void;
   /** Stop for good: every timer, listener and request ends; nothing reopens. */
   close(): void;
   /** Reconnect at once (also after `unauthorized` or an eviction). */
