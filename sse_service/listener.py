@@ -28,7 +28,13 @@ from sse_service.stats import Stats
 log = logging.getLogger("sse_service.listener")
 
 APPLICATION_NAME = "sse-service-listener"
-_PROBE = "SELECT coalesce(pg_sequence_last_value(to_regclass('sse.dropped_events')), 0)"
+# The triggers' two loss counters (0 without our schema); only the triggers move them.
+_PROBE = ("SELECT coalesce(pg_sequence_last_value(to_regclass('sse.dropped_events')), 0),"
+          " coalesce(pg_sequence_last_value(to_regclass('sse.failed_events')), 0)")
+# Which counter means what, in the order of _PROBE: (reason of the reset, log message).
+_LOSSES = (("events_dropped", "the triggers dropped %d events (NOTIFY queue full)"),
+           ("trigger_failed", "%d trigger runs failed to send their events (see the "
+                              "database log)"))
 
 
 @dataclass(slots=True)
@@ -131,15 +137,15 @@ class Listener:
         conn.add_termination_listener(lambda _conn: lost.set())
         probe_interval = self._settings.listen_probe_interval
         probe_timeout = self._settings.listen_probe_timeout
-        # The drop counter's baseline is read before LISTEN: a drop from before is
+        # The loss counters' baseline is read before LISTEN: a loss from before is
         # covered by the reset that _up() causes anyway (at worst a second reset),
-        # whereas a baseline read after LISTEN could swallow a drop in between.
-        dropped = await self._probe(conn, probe_timeout)
+        # whereas a baseline read after LISTEN could swallow a loss in between.
+        lost_so_far = await self._probe(conn, probe_timeout)
         if isinstance(conn, ListenConnection):
             # Before LISTEN: asyncpg only registers a callback once LISTEN has
             # returned, and drops what arrives in the same read as its reply.
             conn.sse_channel = self._settings.channel
-            conn.sse_sink = self._dispatcher.notify
+            conn.sse_sink = self._dispatcher.enqueue
         await conn.add_listener(self._settings.channel, self._on_notification)
         self._up()
         while True:
@@ -149,30 +155,30 @@ class Listener:
                 pass
             if lost.is_set():
                 raise ConnectionLost("the server closed the connection")
-            now_dropped = await self._probe(conn, probe_timeout)
-            if now_dropped != dropped:
-                # The triggers dropped events (a NOTIFY queue 90 % full): a gap.
-                log.warning("the triggers dropped %d events (NOTIFY queue full)",
-                            now_dropped - dropped)
-                dropped = now_dropped
-                self._dispatcher.gap("events_dropped")
+            counts = await self._probe(conn, probe_timeout)
+            for (reason, message), now, before in zip(_LOSSES, counts, lost_so_far,
+                                                      strict=True):
+                if now != before:  # events lost in the triggers: a gap
+                    log.warning(message, now - before)
+                    self._dispatcher.gap(reason)
+            lost_so_far = counts
 
     @staticmethod
-    async def _probe(conn: Any, limit: float) -> int:
+    async def _probe(conn: Any, limit: float) -> tuple[int, int]:
         """One round trip (a lost network shows as a timeout); it also reads how
-        many events the triggers had to drop so far (0 without our schema)."""
+        many events the triggers dropped and how many of their runs failed."""
         try:
-            value = await conn.fetchval(_PROBE, timeout=limit)
+            row = await conn.fetchrow(_PROBE, timeout=limit)
         except TimeoutError:
             raise ConnectionLost(f"no answer to a probe within {limit} s") from None
-        return int(value)
+        return int(row[0]), int(row[1])
 
     def _session_was_healthy(self) -> bool:
         """Whether the session that just ended listened for at least 10 s."""
         return self._up_at is not None and time.monotonic() - self._up_at >= 10.0
 
     def _on_notification(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        self._dispatcher.notify(payload)
+        self._dispatcher.enqueue(payload)
 
     def _up(self) -> None:
         state = self.state

@@ -646,12 +646,16 @@ async def test_core_schema_drift_never_fails_a_write(fresh_database_dsn: str) ->
             await conn.execute("UPDATE items SET note = 'b' WHERE id = $1", uid(it))
             assert [p["event"] for p in await collected(log, 0)] == ["items:updated"]
             log.clear()
-            # A renamed column breaks items:resolved; the write still commits.
+            # A renamed column breaks items:resolved; the write still commits, and
+            # the loss is counted for the service to announce (sync:reset), not silent.
+            failed = "SELECT coalesce(pg_sequence_last_value('sse.failed_events'), 0)"
+            assert await conn.fetchval(failed) == 0
             await conn.execute("ALTER TABLE items RENAME COLUMN title TO name")
             await conn.execute("UPDATE items SET status = 'RESOLVED' WHERE id = $1", uid(it))
             assert await conn.fetchval("SELECT status::text FROM items WHERE id = $1",
                                        uid(it)) == "RESOLVED"
             assert await collected(log, 0) == []
+            assert await conn.fetchval(failed) == 1
         assert any("not notified" in w for w in warnings)
     finally:
         await conn.close()

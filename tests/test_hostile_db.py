@@ -1,0 +1,180 @@
+"""Roles of the database that are not the core API: what they can no longer do.
+
+Any role that can connect (CONNECT is granted to PUBLIC by default) used to be
+able to make every stream reset (``nextval('sse.dropped_events')``) and to send
+events to anyone (``sse.send``, ``sse.emit``). These tests connect as a fresh
+role with no grant of its own, and as a role that may only write the core
+tables, and check what each can and cannot do; and they drive the triggers'
+loss paths for real (a NOTIFY queue "full", a trigger body that fails), which
+must reach clients as ``sync:reset`` while the core write still commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from tests import factories as f
+from tests.harness import running, settings_for, token
+from tests.sseclient import SSEClient
+
+Conn = Any  # asyncpg.Connection
+
+
+def as_role(dsn: str, role: str) -> str:
+    """``dsn`` with the user replaced by ``role`` (the test server trusts 127.0.0.1)."""
+    parts = urlsplit(dsn)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{role}@{host}"))
+
+
+@pytest.fixture
+async def make_role(pg_admin_dsn: str) -> AsyncIterator[Callable[[], Any]]:
+    """Creates login roles on the test server (no grant of their own), drops them
+    after. A test that grants a role something revokes it again itself."""
+    admin = await asyncpg.connect(pg_admin_dsn)
+    made: list[str] = []
+
+    async def make() -> str:
+        name = f"sse_test_role_{uuid.uuid4().hex[:12]}"
+        await admin.execute(f'CREATE ROLE "{name}" LOGIN')
+        made.append(name)
+        return name
+
+    try:
+        yield make
+    finally:
+        try:
+            for name in made:
+                await admin.execute(f'DROP ROLE IF EXISTS "{name}"')
+        finally:
+            await admin.close()
+
+
+DENIED = [
+    "SELECT nextval('sse.dropped_events')",
+    "SELECT nextval('sse.failed_events')",
+    "SELECT setval('sse.dropped_events', 1000)",
+    "SELECT nextval('sse.event_id')",
+    "SELECT sse.send('items:updated', '{}', ARRAY[gen_random_uuid()])",
+    "SELECT sse.emit('items:resolved', ARRAY[gen_random_uuid()], '{\"title\": \"FAKE\"}')",
+    "SELECT sse.items_updated(gen_random_uuid(), gen_random_uuid())",
+    "SELECT sse.marks_updated(gen_random_uuid(), ARRAY[gen_random_uuid()])",
+    "SELECT sse.set_channel('elsewhere')",
+    "SELECT * FROM sse.event_id",
+]
+
+
+async def test_a_role_without_grants_cannot_reset_streams_or_send_events(
+        fresh_database_dsn: str, make_role: Callable[[], Any]) -> None:
+    role = await make_role()
+    conn = await asyncpg.connect(as_role(fresh_database_dsn, role))
+    try:
+        for statement in DENIED:
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute(statement)
+        # What the service's role needs stays readable by any role: the counters
+        # (its LISTEN probe) and the channel's name (`sse-service check`).
+        assert await conn.fetchval(
+            "SELECT coalesce(pg_sequence_last_value('sse.dropped_events'), 0)"
+            " + coalesce(pg_sequence_last_value('sse.failed_events'), 0)") == 0
+        assert await conn.fetchval("SELECT sse.channel()") == "sse_events"
+    finally:
+        await conn.close()
+
+
+async def test_a_writer_with_no_grant_on_schema_sse_still_notifies(
+        fresh_database_dsn: str, make_role: Callable[[], Any]) -> None:
+    """The trigger functions run as their owner (SECURITY DEFINER): the core API's
+    role needs nothing of ours, yet cannot call what the triggers call."""
+    writer = await make_role()
+    admin = await asyncpg.connect(fresh_database_dsn)
+    await admin.execute("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public"
+                        f' TO "{writer}"')
+    conn = await asyncpg.connect(as_role(fresh_database_dsn, writer))
+    got: list[str] = []
+    try:
+        await admin.add_listener("sse_events", lambda _c, _p, _ch, payload: got.append(payload))
+        owner = await f.user(conn)
+        wl = await f.wishlist(conn, owner)
+        await conn.execute("UPDATE wishlists SET name = 'x' WHERE id = $1", uuid.UUID(wl))
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute("SELECT nextval('sse.dropped_events')")
+        # A sentinel from the admin: once it arrived, everything before it did.
+        await admin.execute("SELECT pg_notify('sse_events', 'sentinel')")
+        async with asyncio.timeout(10):
+            while "sentinel" not in got:
+                await asyncio.sleep(0.01)
+        assert sum(owner in p for p in got) == 2  # the insert and the update
+        assert await admin.fetchval(
+            "SELECT coalesce(pg_sequence_last_value('sse.failed_events'), 0)") == 0
+    finally:
+        await conn.close()
+        await admin.execute(f'REVOKE ALL ON ALL TABLES IN SCHEMA public FROM "{writer}"')
+        await admin.close()
+
+
+async def test_a_full_notify_queue_drops_events_and_clients_get_one_reset(
+        fresh_database_dsn: str) -> None:
+    """The triggers' drop path, driven for real: sse.queue_limit() at 0 makes
+    every trigger see a "full" queue. The writes commit, the drops are counted,
+    and the service turns the count into sync:reset (events_dropped)."""
+    admin = await asyncpg.connect(fresh_database_dsn)
+    warnings: list[str] = []
+    admin.add_log_listener(lambda _c, msg: warnings.append(str(msg)))
+    try:
+        owner = await f.user(admin)
+        wl = await f.wishlist(admin, owner)
+        async with running(settings_for(fresh_database_dsn)) as svc:
+            c = await SSEClient.open(svc.port, token=token(owner))
+            await svc.wait_streams(1)
+            await admin.execute("CREATE OR REPLACE FUNCTION sse.queue_limit()"
+                                " RETURNS double precision LANGUAGE sql IMMUTABLE"
+                                " AS 'SELECT 0::double precision'")
+            await admin.execute("UPDATE wishlists SET name = 'dropped' WHERE id = $1",
+                                uuid.UUID(wl))
+            assert await admin.fetchval("SELECT name FROM wishlists WHERE id = $1",
+                                        uuid.UUID(wl)) == "dropped"
+            assert await admin.fetchval("SELECT pg_sequence_last_value('sse.dropped_events')"
+                                        ) == 1
+            ev = await c.next_event(timeout=10)
+            assert ev.event == "sync:reset" and ev.json == {"reason": "events_dropped"}
+            assert svc.service.listener.state.connected  # a gap, not a lost connection
+            assert any("event dropped" in w for w in warnings)
+            await c.close()
+    finally:
+        await admin.close()
+
+
+async def test_a_failing_trigger_reaches_clients_as_a_reset(fresh_database_dsn: str) -> None:
+    """A real fault in a trigger body (a column renamed under it): the write
+    commits, the event is lost, and every stream is told (sync:reset)."""
+    admin = await asyncpg.connect(fresh_database_dsn)
+    try:
+        owner = await f.user(admin)
+        wl = await f.wishlist(admin, owner)
+        it = await f.item(admin, wl)
+        async with running(settings_for(fresh_database_dsn)) as svc:
+            c = await SSEClient.open(svc.port, token=token(owner))
+            bystander = await SSEClient.open(svc.port, token=token(str(uuid.uuid4())))
+            await svc.wait_streams(2)
+            await admin.execute("ALTER TABLE items RENAME COLUMN title TO name")
+            await admin.execute("UPDATE items SET status = 'RESOLVED' WHERE id = $1",
+                                uuid.UUID(it))
+            assert await admin.fetchval("SELECT status::text FROM items WHERE id = $1",
+                                        uuid.UUID(it)) == "RESOLVED"
+            for client in (c, bystander):  # the recipients are unknown: everybody
+                ev = await client.next_event(timeout=10)
+                assert ev.event == "sync:reset" and ev.json == {"reason": "trigger_failed"}
+            assert svc.service.stats.resets["trigger_failed"] == 2
+            await c.close()
+            await bystander.close()
+    finally:
+        await admin.close()
+
