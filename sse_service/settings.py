@@ -71,6 +71,8 @@ class Settings:
     metrics_enabled: bool = True
     metrics_allow: tuple[str, ...] = ("127.0.0.1", "::1")
     log_level: str = "INFO"
+    # Whose notifications count (senders.py): () = any role; names and/or "@writers".
+    notify_roles: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -110,6 +112,7 @@ class Settings:
             shutdown_timeout=r.get("SHUTDOWN_TIMEOUT", _float_range(0, 600), 5.0),
             send_timeout=r.get("SEND_TIMEOUT", _float_range(1, 3600), 60.0),
             backlog=r.get("BACKLOG", _int_range(1, 1_000_000), 2048),
+            notify_roles=r.get("NOTIFY_ROLES", _csv, ()),
             metrics_enabled=r.get("METRICS_ENABLED", _bool, True),
             metrics_allow=r.get("METRICS_ALLOW", _networks, ("127.0.0.1", "::1")),
             log_level=r.get("LOG_LEVEL", _log_level, "INFO"),

@@ -12,6 +12,7 @@ must reach clients as ``sync:reset`` while the core write still commits.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -178,3 +179,60 @@ async def test_a_failing_trigger_reaches_clients_as_a_reset(fresh_database_dsn: 
     finally:
         await admin.close()
 
+
+
+def note(user: str, **data: Any) -> str:
+    return json.dumps({"event": "items:updated", "users": [user], "data": data})
+
+
+async def test_notify_roles_refuses_other_roles_and_keeps_commit_order(
+        database_dsn: str, db: Conn, make_role: Callable[[], Any]) -> None:
+    """With SSE_NOTIFY_ROLES=@writers, a role that cannot write the core tables
+    reaches nobody (the probe's fake items:resolved); notifications from
+    senders not seen before are held until their role is known, and nothing
+    overtakes them."""
+    intruder_role = await make_role()
+    intruder = await asyncpg.connect(as_role(database_dsn, intruder_role))
+    first_timer = await asyncpg.connect(database_dsn)  # allowed, pid not seen yet
+    try:
+        async with running(settings_for(database_dsn, SSE_NOTIFY_ROLES="@writers")) as svc:
+            user = str(uuid.uuid4())
+            c = await SSEClient.open(svc.port, token=token(user))
+            await svc.wait_streams(1)
+            fake = json.dumps({"event": "items:resolved", "users": [user], "data": {
+                "id": "x", "wishlist_id": "y", "status": "resolved",
+                "title": "FAKE: click https://evil.example"}})
+            await first_timer.execute("SELECT pg_notify('sse_events', $1)", note(user, n=1))
+            await intruder.execute("SELECT pg_notify('sse_events', $1)", fake)
+            await db.execute("SELECT pg_notify('sse_events', $1)", note(user, n=2))
+            await intruder.execute("SELECT pg_notify('sse_events', $1)", fake)
+            await first_timer.execute("SELECT pg_notify('sse_events', $1)", note(user, n=3))
+            await db.execute("SELECT pg_notify('sse_events', $1)", note(user, n=4))  # barrier
+            got = [(await c.next_event(timeout=10)).json for _ in range(4)]
+            assert got == [{"n": 1}, {"n": 2}, {"n": 3}, {"n": 4}]
+            stats = svc.service.stats
+            assert stats.notifications_rejected["sender_not_allowed"] == 2
+            assert b"FAKE" not in c.raw
+            assert svc.service.listener.senders.held == 0
+            await c.close()
+    finally:
+        await intruder.close()
+        await first_timer.close()
+
+
+async def test_by_default_any_role_may_notify(database_dsn: str, db: Conn,
+                                              make_role: Callable[[], Any]) -> None:
+    """SSE_NOTIFY_ROLES unset keeps the old behaviour (documented): the
+    database's CONNECT privilege is then the only control."""
+    other = await asyncpg.connect(as_role(database_dsn, await make_role()))
+    try:
+        async with running(settings_for(database_dsn)) as svc:
+            assert svc.service.listener.senders.open
+            user = str(uuid.uuid4())
+            c = await SSEClient.open(svc.port, token=token(user))
+            await svc.wait_streams(1)
+            await other.execute("SELECT pg_notify('sse_events', $1)", note(user, n=1))
+            assert (await c.next_event(timeout=10)).json == {"n": 1}
+            await c.close()
+    finally:
+        await other.close()
