@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
+from sse_service.scratchdb import database_name
 from tests import factories as f
 from tests.harness import running, settings_for, token
 from tests.sseclient import SSEClient
@@ -236,3 +237,23 @@ async def test_by_default_any_role_may_notify(database_dsn: str, db: Conn,
             await c.close()
     finally:
         await other.close()
+
+
+@pytest.mark.slow
+async def test_check_warns_while_public_may_connect(fresh_database_dsn: str) -> None:
+    from tests.test_cli import cli
+
+    result = await asyncio.to_thread(cli, "check", dsn=fresh_database_dsn)
+    assert result.returncode == 0, result.stdout
+    assert "warn PUBLIC may connect" in result.stdout
+    assert "warn SSE_NOTIFY_ROLES is not set" in result.stdout
+    admin = await asyncpg.connect(fresh_database_dsn)
+    try:
+        name = database_name(fresh_database_dsn)
+        await admin.execute(f'REVOKE CONNECT ON DATABASE "{name}" FROM PUBLIC')
+    finally:
+        await admin.close()
+    result = await asyncio.to_thread(cli, "check", dsn=fresh_database_dsn,
+                                     SSE_NOTIFY_ROLES="@writers")
+    assert result.returncode == 0, result.stdout
+    assert "warn" not in result.stdout
