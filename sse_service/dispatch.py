@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import deque
 from typing import cast
@@ -64,6 +65,7 @@ class Dispatcher:
         self._bad = RateLimited(log)
         self._last_reset: dict[str, float] = {}  # reason -> monotonic time of its last reset
         self._deferred: dict[str, asyncio.TimerHandle] = {}  # reason -> its coming reset
+        self._last_trace = -math.inf  # when an internal error's traceback was last logged
 
     # -- producers (synchronous, cheap) ----------------------------------------
 
@@ -159,10 +161,12 @@ class Dispatcher:
         self._scheduled = False
         try:
             self._handle_batch()
+            self.hub.flush()
+        except Exception:  # in the flush: staged events may not have reached everybody
+            self._internal_error()
         finally:
             if self._inbox:
-                self._wake()  # whatever happens below, the rest is drained later
-            self.hub.flush()
+                self._wake()  # the rest is drained later
             if self._stamps:  # latency up to the write, which happens at the flush
                 now = time.time()
                 observe = self.stats.latency.observe
@@ -184,11 +188,18 @@ class Dispatcher:
                 else:
                     self._handle_down(cast(str, value))
             except Exception:  # one bad item must never stop the stream of events
-                log.exception("internal error while dispatching; item skipped")
-                self.stats.notifications_rejected["internal_error"] += 1
-                # Its recipients (or, for a state change, everybody) may have
-                # missed something: a gap like any other.
-                self.gap("internal_error")
+                self._internal_error()
+
+    def _internal_error(self) -> None:
+        """A bug or a broken transport: an item's recipients (or, for a state
+        change or a flush, anybody) may have missed something: a gap like any other."""
+        now = time.monotonic()
+        if now - self._last_trace >= 10.0:  # a traceback, but not one per notification
+            self._last_trace = now
+            log.exception("internal error while dispatching (further ones within 10 s"
+                          " are only counted: sse_notifications_rejected_total)")
+        self.stats.notifications_rejected["internal_error"] += 1
+        self.gap("internal_error")
 
     def _handle(self, note: Notification, received: float) -> None:
         event_id = None if note.id is None else self._ids.public(note.id)
