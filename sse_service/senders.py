@@ -16,12 +16,17 @@ maps a pid to its role. The policy (``SSE_NOTIFY_ROLES``, comma-separated):
 A pid seen before is decided by one dict look-up on the hot path. A pid not
 seen before is looked up on a second connection; meanwhile its notification,
 and every one after it, is held in arrival order (commit order must survive)
-up to ``limit`` notifications. A backend that has exited before its look-up
-leaves its notifications undecidable: they are dropped and announced as a gap
-(``sync:reset``, rate-limited by the dispatcher), never delivered and never
-lost silently. Verdicts are checked again by :meth:`Senders.refresh` (every
-LISTEN probe), so a revoked privilege or a pid reused by another role is
-noticed within a probe interval.
+up to ``limit`` notifications, and at most an eighth of that from any one
+backend (so that one flooding backend leaves room for the others). Beyond
+that, arrivals are dropped, and their senders remembered: once their roles
+are known, a drop from a refused role costs nothing, a drop from an admitted
+one is announced as a gap at that point (``sync:reset``, rate-limited by the
+dispatcher). So a flood from an unknown intruder neither takes the memory
+nor makes anybody reset. A backend that has exited before its look-up leaves
+its notifications undecidable: they are dropped and announced as a gap too,
+never delivered and never lost silently. Verdicts are checked again by
+:meth:`Senders.refresh` (every LISTEN probe), so a revoked privilege or a pid
+reused by another role is noticed within a probe interval.
 """
 
 from __future__ import annotations
@@ -69,6 +74,9 @@ class Senders:
         self._limit = limit
         self._known: dict[int, bool] = {}  # pid -> admitted?
         self._held: deque[tuple[int, str]] = deque()
+        self._overflowed: dict[int, int] = {}  # pid -> arrivals dropped while the hold was full
+        self._held_by: dict[int, int] = {}  # pid -> how many of the held are its
+        self._quota = max(1, limit // 8)
         self._lookup: Lookup | None = None
         self._task: asyncio.Task[None] | None = None
         self._log = RateLimited(log)
@@ -86,9 +94,14 @@ class Senders:
             if verdict is not None:
                 self._refuse(pid)
                 return
-        if len(self._held) >= self._limit:
-            self._lose("hold_overflow")
-        self._held.append((pid, payload))
+        mine = self._held_by.get(pid, 0)
+        if len(self._held) >= self._limit or mine >= self._quota:
+            # Nothing may overtake what is held: drop it, and decide about a gap
+            # once its sender is known (_release).
+            self._overflowed[pid] = self._overflowed.get(pid, 0) + 1
+        else:
+            self._held.append((pid, payload))
+            self._held_by[pid] = mine + 1
         if self._task is None and self._lookup is not None:
             self._task = asyncio.get_running_loop().create_task(self._resolve())
 
@@ -106,6 +119,8 @@ class Senders:
             self._task.cancel()
             self._task = None
         self._held.clear()
+        self._held_by.clear()
+        self._overflowed.clear()
 
     def decide(self, role: str, writes: bool) -> bool:
         """The verdict for a backend of ``role`` (``writes``: it may write a core table)."""
@@ -128,8 +143,9 @@ class Senders:
 
     async def _resolve(self) -> None:
         try:
-            while self._held and self._lookup is not None:
-                pids = sorted({pid for pid, _ in self._held if pid not in self._known})
+            while (self._held or self._overflowed) and self._lookup is not None:
+                pids = sorted({pid for pid, _ in self._held if pid not in self._known}
+                              | {pid for pid in self._overflowed if pid not in self._known})
                 found: dict[int, tuple[str, bool]] = {}
                 if pids:
                     try:
@@ -160,6 +176,11 @@ class Senders:
             if verdict is None and pid not in asked:
                 break  # the next round looks it up
             held.popleft()
+            by = self._held_by
+            if by[pid] == 1:
+                del by[pid]
+            else:
+                by[pid] -= 1
             if verdict:
                 self._enqueue(payload)
             elif verdict is not None:
@@ -169,6 +190,21 @@ class Senders:
         if lost:
             self._stats.notifications_rejected["sender_unknown"] += lost
             self._gap("sender_unknown")
+        if held or not self._overflowed:
+            return
+        if any(pid not in known and pid not in asked for pid in self._overflowed):
+            return  # the next round looks it up
+        # The hold is empty: the drops during its overflow came after all of it.
+        overflowed, self._overflowed = self._overflowed, {}
+        missed = 0
+        for pid, count in overflowed.items():
+            if known.get(pid) is False:
+                self._stats.notifications_rejected["sender_not_allowed"] += count
+            else:  # admitted, or exited unseen: somebody may have missed an event
+                missed += count
+        if missed:
+            self._stats.notifications_rejected["hold_overflow"] += missed
+            self._gap("hold_overflow")
 
     def _refuse(self, pid: int) -> None:
         self._stats.notifications_rejected["sender_not_allowed"] += 1
@@ -176,6 +212,9 @@ class Senders:
                           " its role may not send events (SSE_NOTIFY_ROLES)", pid)
 
     def _lose(self, reason: str) -> None:
-        self._stats.notifications_rejected[reason] += len(self._held)
+        self._stats.notifications_rejected[reason] += (len(self._held)
+                                                       + sum(self._overflowed.values()))
         self._held.clear()
+        self._held_by.clear()
+        self._overflowed.clear()
         self._gap(reason)

@@ -23,7 +23,7 @@ import pytest
 
 from sse_service.scratchdb import database_name
 from tests import factories as f
-from tests.harness import running, settings_for, token
+from tests.harness import Running, running, settings_for, token
 from tests.sseclient import SSEClient
 
 Conn = Any  # asyncpg.Connection
@@ -257,3 +257,56 @@ async def test_check_warns_while_public_may_connect(fresh_database_dsn: str) -> 
                                      SSE_NOTIFY_ROLES="@writers")
     assert result.returncode == 0, result.stdout
     assert "warn" not in result.stdout
+
+
+def db_dsn(service: Running) -> str:
+    return service.service.settings.database_url
+
+
+FLOOD = ("SELECT count(pg_notify('sse_events', {payload})) FROM generate_series(1, 12000) g")
+
+
+async def test_a_flood_of_junk_is_refused_before_it_fills_the_inbox(
+        service: Running, db: Conn, make_role: Callable[[], Any]) -> None:
+    """The probe's statement: 12,000 distinct junk notifications at once. They
+    are refused as they are read, so the inbox (10,000) never overflows and
+    nobody is reset."""
+    intruder = await asyncpg.connect(as_role(db_dsn(service), await make_role()))
+    try:
+        user = str(uuid.uuid4())
+        c = await SSEClient.open(service.port, token=token(user))
+        await service.wait_streams(1)
+        stats = service.service.stats
+        before = stats.notifications_rejected["not_json"]
+        await intruder.execute(FLOOD.format(payload="'junk ' || g"))
+        await db.execute("SELECT pg_notify('sse_events', $1)", note(user, n=1))  # barrier
+        assert (await c.next_event(timeout=20)).json == {"n": 1}  # no reset before it
+        assert stats.notifications_rejected["not_json"] - before == 12000
+        assert not stats.resets
+        await c.close()
+    finally:
+        await intruder.close()
+
+
+async def test_a_flood_of_fakes_from_a_refused_role_resets_nobody(
+        database_dsn: str, db: Conn, make_role: Callable[[], Any]) -> None:
+    """Valid-looking fakes from a backend not seen before: held while its role
+    is looked up, the overflow dropped; once the role is known to be refused,
+    none of it costs anybody a reset."""
+    intruder = await asyncpg.connect(as_role(database_dsn, await make_role()))
+    try:
+        settings = settings_for(database_dsn, SSE_NOTIFY_ROLES="@writers", SSE_INBOX_SIZE="1000")
+        async with running(settings) as svc:
+            user = str(uuid.uuid4())
+            c = await SSEClient.open(svc.port, token=token(user))
+            await svc.wait_streams(1)
+            fake = note(user, fake=True).replace("'", "''")
+            await intruder.execute(FLOOD.format(payload=f"'{fake[:-1]}, \"id\": ' || g || '}}'"))
+            await db.execute("SELECT pg_notify('sse_events', $1)", note(user, n=1))  # barrier
+            assert (await c.next_event(timeout=20)).json == {"n": 1}
+            stats = svc.service.stats
+            assert stats.notifications_rejected["sender_not_allowed"] == 12000
+            assert not stats.resets
+            await c.close()
+    finally:
+        await intruder.close()

@@ -90,18 +90,33 @@ async def test_names_and_writers_combine() -> None:
     assert got_by_name == ["1"]
 
 
-async def test_holding_is_bounded() -> None:
-    d = Directory({1: ("api", True)})
-    senders, got, gaps, stats = make(("api",), d, limit=3)
+async def test_holding_is_bounded_and_a_lost_admitted_event_is_a_gap() -> None:
+    d = Directory({1: ("api", True), 2: ("api", True)})
+    senders, got, gaps, stats = make(("api",), d, limit=16)  # at most 2 of one backend
     d.gate.clear()
     for n in range(5):
         senders.offer(1, str(n))
-    assert senders.held <= 3
-    assert gaps == ["hold_overflow"]
-    assert stats.notifications_rejected["hold_overflow"] == 3
+    senders.offer(2, "other")  # room is left for other backends
+    assert senders.held == 3 and gaps == []
     d.gate.set()
     await settle(senders)
-    assert got == ["3", "4"]  # what is left arrives in order; the rest was announced
+    assert got == ["0", "1", "other"]  # the held ones, in order; then the gap for the rest
+    assert gaps == ["hold_overflow"]
+    assert stats.notifications_rejected["hold_overflow"] == 3
+
+
+async def test_an_intruders_flood_costs_neither_memory_nor_a_reset() -> None:
+    d = Directory({1: ("api", True), 6: ("intruder", False)})
+    senders, got, gaps, stats = make(("api",), d, limit=16)
+    d.gate.clear()
+    for n in range(1000):  # one statement of junk from a backend not seen before
+        senders.offer(6, f"junk {n}")
+    senders.offer(1, "real")  # the core API, while the intruder's role is looked up
+    assert senders.held == 3
+    d.gate.set()
+    await settle(senders)
+    assert got == ["real"] and gaps == []
+    assert stats.notifications_rejected["sender_not_allowed"] == 1000
 
 
 async def test_a_failed_lookup_is_a_gap() -> None:
