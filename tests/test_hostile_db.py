@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
+from sse_service import sqlinstall
 from sse_service.scratchdb import database_name
 from tests import factories as f
 from tests.harness import Running, running, settings_for, token
@@ -310,3 +311,30 @@ async def test_a_flood_of_fakes_from_a_refused_role_resets_nobody(
             await c.close()
     finally:
         await intruder.close()
+
+
+async def test_reinstalling_takes_back_what_earlier_versions_granted(
+        fresh_database_dsn: str, make_role: Callable[[], Any]) -> None:
+    admin = await asyncpg.connect(fresh_database_dsn)
+    role = await make_role()
+    try:
+        # What the previous install.sql granted to PUBLIC.
+        await admin.execute("""
+            GRANT USAGE, SELECT ON SEQUENCE sse.dropped_events TO PUBLIC;
+            GRANT USAGE ON SEQUENCE sse.event_id TO PUBLIC;
+            GRANT EXECUTE ON FUNCTION sse.send(text, text, uuid[]),
+                sse.emit(text, uuid[], jsonb) TO PUBLIC;
+            ALTER FUNCTION sse.on_item_update() SECURITY INVOKER RESET ALL""")
+        await sqlinstall.install(admin)
+        conn = await asyncpg.connect(as_role(fresh_database_dsn, role))
+        try:
+            for statement in DENIED:
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await conn.execute(statement)
+        finally:
+            await conn.close()
+        assert await admin.fetchval(
+            "SELECT prosecdef AND proconfig = '{\"search_path=pg_catalog, pg_temp\"}'"
+            " FROM pg_proc WHERE oid = 'sse.on_item_update()'::regprocedure")
+    finally:
+        await admin.close()
