@@ -109,7 +109,9 @@ class Dispatcher:
         The history forgets everything before this point now; the reset goes
         out now, or at the end of ``reset_interval`` after the last one for the
         same reason (one reset for all the gaps of that reason until then)."""
-        self._inbox.append((_DOWN, reason, 0.0))
+        down = (_DOWN, reason, 0.0)
+        if not self._inbox or self._inbox[-1] != down:  # repeated gaps in a row: one
+            self._inbox.append(down)
         if reason not in self._deferred:
             now = time.monotonic()
             last = self._last_reset.get(reason)
