@@ -37,8 +37,16 @@ SET LOCAL lock_timeout = '5s';
 CREATE SCHEMA IF NOT EXISTS sse;
 COMMENT ON SCHEMA sse IS 'sse-service: NOTIFY triggers for Server-Sent Events (sql/install.sql)';
 
--- The triggers run as whichever role writes the core tables; that role must be
--- able to resolve sse.* and to draw event ids.
+-- Who may do what. Any role that can connect to the database could otherwise
+-- send events to any user, or make every stream reset (docs/threat-model.md).
+-- The trigger functions are SECURITY DEFINER: they run as the role that ran
+-- this file (their owner) whichever role writes the core tables, with a pinned
+-- search_path. So the writing role needs no grant here, and sse.send(), the
+-- sequences and the helpers are granted to nobody: only the triggers (and the
+-- installing role) send events, draw ids or count drops and failures. The
+-- installing role must be able to SELECT the core tables the triggers read.
+-- USAGE on the schema stays public: the service's role resolves the counters
+-- by name, and everything inside is closed by its own ACL.
 GRANT USAGE ON SCHEMA sse TO PUBLIC;
 
 -- "Viewers of wishlist W" is the hot lookup of every trigger; the table's own
@@ -47,14 +55,22 @@ CREATE INDEX IF NOT EXISTS sse_bookmarks_wishlist_idx
     ON public.shared_wishlist_bookmarks (wishlist_id) INCLUDE (user_id);
 
 CREATE SEQUENCE IF NOT EXISTS sse.event_id AS bigint;
-GRANT USAGE ON SEQUENCE sse.event_id TO PUBLIC;
+REVOKE ALL ON SEQUENCE sse.event_id FROM PUBLIC;
 
--- Counts events the triggers had to drop (a NOTIFY queue 90 % full). Not
--- transactional, so it counts even when the writer rolls back; the service's
--- LISTEN probe reads it (pg_sequence_last_value) and sends sync:reset when it
--- moves, so a drop is never silent for the clients.
+-- Count events the triggers had to drop (a NOTIFY queue 90 % full), and
+-- trigger bodies that failed (the event is lost, the write goes through). Not
+-- transactional, so they count even when the writer rolls back (at worst one
+-- needless reset); the service's LISTEN probe reads them
+-- (pg_sequence_last_value) and sends sync:reset when one moves, so a loss is
+-- never silent for the clients. Anyone may read them (SELECT), only the
+-- triggers move them (nextval needs USAGE or UPDATE, granted to nobody):
+-- otherwise any role could make every stream reset at will.
 CREATE SEQUENCE IF NOT EXISTS sse.dropped_events AS bigint;
-GRANT USAGE, SELECT ON SEQUENCE sse.dropped_events TO PUBLIC;
+REVOKE ALL ON SEQUENCE sse.dropped_events FROM PUBLIC;
+GRANT SELECT ON SEQUENCE sse.dropped_events TO PUBLIC;
+CREATE SEQUENCE IF NOT EXISTS sse.failed_events AS bigint;
+REVOKE ALL ON SEQUENCE sse.failed_events FROM PUBLIC;
+GRANT SELECT ON SEQUENCE sse.failed_events TO PUBLIC;
 
 
 -- ---------------------------------------------------------------------------
@@ -73,6 +89,15 @@ BEGIN
         CREATE FUNCTION sse.channel() RETURNS text
             LANGUAGE sql IMMUTABLE PARALLEL SAFE
             AS $f$SELECT 'sse_events'::text$f$;
+    END IF;
+    -- The NOTIFY queue usage (0..1) from which the triggers drop events rather
+    -- than risk failing the writer's COMMIT (see "What the triggers cost").
+    -- Folded into plans like sse.channel(); kept by a re-install. A test
+    -- redefines it (0: every event dropped) to drive the drop path for real.
+    IF to_regprocedure('sse.queue_limit()') IS NULL THEN
+        CREATE FUNCTION sse.queue_limit() RETURNS double precision
+            LANGUAGE sql IMMUTABLE PARALLEL SAFE
+            AS $f$SELECT 0.9::double precision$f$;
     END IF;
 END
 $do$;
@@ -197,8 +222,9 @@ BEGIN
     IF _n IS NULL OR _n = 0 OR send.event IS NULL THEN
         RETURN 0;
     END IF;
-    IF pg_notification_queue_usage() >= 0.9 THEN
-        RAISE WARNING 'sse: NOTIFY queue 90 %% full, % event dropped', send.event;
+    IF pg_notification_queue_usage() >= sse.queue_limit() THEN
+        RAISE WARNING 'sse: NOTIFY queue % %% full, % event dropped',
+            round(pg_notification_queue_usage() * 100), send.event;
         -- Tell the service (its probe reads this sequence): it sends sync:reset.
         _i := nextval('sse.dropped_events');
         RETURN 0;
@@ -221,7 +247,7 @@ BEGIN
         -- Cannot happen with this file's events (data holds ids and at most a
         -- 200-character title); never fail the core API's write over it.
         RAISE WARNING 'sse.send: % data too large for a notification, event dropped', send.event;
-        _i := nextval('sse.dropped_events');
+        _i := nextval('sse.failed_events');
         RETURN 0;
     END IF;
     FOR _i IN 0 .. (_n - 1) / _per LOOP
@@ -327,7 +353,8 @@ $$;
 --
 -- Each body runs in an exception block: a notification is best effort and
 -- must never fail the core API's write; the error is logged as a WARNING
--- instead. What can fail: a core schema change this file does not know yet
+-- instead and counted in sse.failed_events, which the service turns into
+-- sync:reset for every stream (the recipients of a failed event are unknown). What can fail: a core schema change this file does not know yet
 -- (a renamed or dropped column or table: until the next install), a role of
 -- the core API without SELECT on the tables read here or USAGE on
 -- sse.event_id, a lock or statement timeout while a migration holds a table,
@@ -339,7 +366,7 @@ $$;
 
 -- wishlists: INSERT and DELETE.
 CREATE OR REPLACE FUNCTION sse.on_wishlist() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     _viewers uuid[];
     _all     uuid[];
@@ -378,6 +405,11 @@ BEGIN
     EXCEPTION WHEN OTHERS THEN
         RAISE WARNING 'sse: % on %.% not notified: % (SQLSTATE %)',
             TG_OP, TG_TABLE_SCHEMA, TG_TABLE_NAME, SQLERRM, SQLSTATE;
+        BEGIN  -- the service turns the count into sync:reset; never fail the write over it
+            _n := nextval('sse.failed_events');
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'sse: the failure could not be counted: %', SQLERRM;
+        END;
     END;
     IF TG_OP = 'DELETE' THEN
         RETURN OLD;
@@ -389,7 +421,7 @@ $$;
 -- wishlists: UPDATE. wishlists:updated to the owner and the viewers, and to
 -- the previous owner when the owner changed.
 CREATE OR REPLACE FUNCTION sse.on_wishlist_update() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     _all  uuid[];
     _n    int;
@@ -404,7 +436,7 @@ BEGIN
             -- The previous owner too, who may be a viewer by now.
             _n := sse.send('wishlists:updated', format('{"id": "%s"}', NEW.id),
                            ARRAY(SELECT DISTINCT u FROM unnest(array_prepend(OLD.user_id, _all)) AS u));
-        ELSIF cardinality(_all) <= 150 AND pg_notification_queue_usage() < 0.9 THEN
+        ELSIF cardinality(_all) <= 150 AND pg_notification_queue_usage() < sse.queue_limit() THEN
             -- sse.send(), written out for the common case: one notification.
             _sent := pg_notify(sse.channel(), format(
                 '{"id":%s,"ts":%s,"event":"wishlists:updated","data":{"id": "%s"},"users":["%s"]}',
@@ -416,6 +448,11 @@ BEGIN
     EXCEPTION WHEN OTHERS THEN
         RAISE WARNING 'sse: % on %.% not notified: % (SQLSTATE %)',
             TG_OP, TG_TABLE_SCHEMA, TG_TABLE_NAME, SQLERRM, SQLSTATE;
+        BEGIN  -- the service turns the count into sync:reset; never fail the write over it
+            _n := nextval('sse.failed_events');
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'sse: the failure could not be counted: %', SQLERRM;
+        END;
     END;
     RETURN NULL;
 END
@@ -423,7 +460,7 @@ $$;
 
 -- items: INSERT and DELETE.
 CREATE OR REPLACE FUNCTION sse.on_item() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     _owner   uuid;
     _viewers uuid[];
@@ -458,6 +495,11 @@ BEGIN
     EXCEPTION WHEN OTHERS THEN
         RAISE WARNING 'sse: % on %.% not notified: % (SQLSTATE %)',
             TG_OP, TG_TABLE_SCHEMA, TG_TABLE_NAME, SQLERRM, SQLSTATE;
+        BEGIN  -- the service turns the count into sync:reset; never fail the write over it
+            _n := nextval('sse.failed_events');
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'sse: the failure could not be counted: %', SQLERRM;
+        END;
     END;
     IF TG_OP = 'DELETE' THEN
         RETURN OLD;
@@ -470,7 +512,7 @@ $$;
 -- the status becomes RESOLVED or FAILED (the viewers get items:updated); a
 -- move also tells the old wishlist's audience.
 CREATE OR REPLACE FUNCTION sse.on_item_update() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     _all     uuid[];
     _owner   uuid;
@@ -489,7 +531,7 @@ BEGIN
               INTO _all
               FROM public.wishlists w
              WHERE w.id = NEW.wishlist_id;
-            IF cardinality(_all) <= 150 AND pg_notification_queue_usage() < 0.9 THEN
+            IF cardinality(_all) <= 150 AND pg_notification_queue_usage() < sse.queue_limit() THEN
                 _sent := pg_notify(sse.channel(), format(
                     '{"id":%s,"ts":%s,"event":"items:updated",'
                     '"data":{"id": "%s", "wishlist_id": "%s"},"users":["%s"]}',
@@ -531,6 +573,11 @@ BEGIN
     EXCEPTION WHEN OTHERS THEN
         RAISE WARNING 'sse: % on %.% not notified: % (SQLSTATE %)',
             TG_OP, TG_TABLE_SCHEMA, TG_TABLE_NAME, SQLERRM, SQLSTATE;
+        BEGIN  -- the service turns the count into sync:reset; never fail the write over it
+            _n := nextval('sse.failed_events');
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'sse: the failure could not be counted: %', SQLERRM;
+        END;
     END;
     RETURN NULL;
 END
@@ -538,7 +585,7 @@ $$;
 
 -- marks: INSERT and DELETE.
 CREATE OR REPLACE FUNCTION sse.on_mark() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     _n int;
 BEGIN
@@ -552,6 +599,11 @@ BEGIN
     EXCEPTION WHEN OTHERS THEN
         RAISE WARNING 'sse: % on %.% not notified: % (SQLSTATE %)',
             TG_OP, TG_TABLE_SCHEMA, TG_TABLE_NAME, SQLERRM, SQLSTATE;
+        BEGIN  -- the service turns the count into sync:reset; never fail the write over it
+            _n := nextval('sse.failed_events');
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'sse: the failure could not be counted: %', SQLERRM;
+        END;
     END;
     IF TG_OP = 'DELETE' THEN
         RETURN OLD;
@@ -562,7 +614,7 @@ $$;
 
 -- marks: UPDATE.
 CREATE OR REPLACE FUNCTION sse.on_mark_update() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     _n int;
 BEGIN
@@ -577,6 +629,11 @@ BEGIN
     EXCEPTION WHEN OTHERS THEN
         RAISE WARNING 'sse: % on %.% not notified: % (SQLSTATE %)',
             TG_OP, TG_TABLE_SCHEMA, TG_TABLE_NAME, SQLERRM, SQLSTATE;
+        BEGIN  -- the service turns the count into sync:reset; never fail the write over it
+            _n := nextval('sse.failed_events');
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'sse: the failure could not be counted: %', SQLERRM;
+        END;
     END;
     RETURN NULL;
 END
@@ -587,7 +644,7 @@ $$;
 -- it, even when the viewer is the wishlist's owner (it reveals nothing about
 -- marks). Bookmark UPDATEs (last_accessed_at on every visit) send nothing.
 CREATE OR REPLACE FUNCTION sse.on_bookmark() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     _n int;
 BEGIN
@@ -604,6 +661,11 @@ BEGIN
     EXCEPTION WHEN OTHERS THEN
         RAISE WARNING 'sse: % on %.% not notified: % (SQLSTATE %)',
             TG_OP, TG_TABLE_SCHEMA, TG_TABLE_NAME, SQLERRM, SQLSTATE;
+        BEGIN  -- the service turns the count into sync:reset; never fail the write over it
+            _n := nextval('sse.failed_events');
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'sse: the failure could not be counted: %', SQLERRM;
+        END;
     END;
     IF TG_OP = 'DELETE' THEN
         RETURN OLD;
@@ -624,12 +686,18 @@ BEGIN
 END
 $do$;
 
-GRANT EXECUTE ON FUNCTION
-    sse.channel(), sse.send(text, text, uuid[]), sse.emit(text, uuid[], jsonb),
+-- Functions are executable by PUBLIC when created: take that back from all
+-- but sse.channel() (the name of the channel, which `sse-service check` reads).
+-- A trigger's EXECUTE right is checked when the trigger is created, not when
+-- it fires, so no writing role needs one; sse.emit() is for the installing
+-- role (GRANT it to an operator's role to let it send events by hand).
+REVOKE ALL ON FUNCTION
+    sse.queue_limit(), sse.send(text, text, uuid[]), sse.emit(text, uuid[], jsonb),
     sse.items_updated(uuid, uuid), sse.marks_updated(uuid, uuid[]),
     sse.on_wishlist(), sse.on_wishlist_update(), sse.on_item(), sse.on_item_update(),
     sse.on_mark(), sse.on_mark_update(), sse.on_bookmark()
-TO PUBLIC;
+FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION sse.channel() TO PUBLIC;
 
 
 -- ---------------------------------------------------------------------------
@@ -736,7 +804,8 @@ BEGIN
             RAISE EXCEPTION 'sse.%() lacks the line "%"', _upd, _marker;
         END IF;
         EXECUTE format('CREATE OR REPLACE FUNCTION sse.%I() RETURNS trigger'
-                       ' LANGUAGE plpgsql AS %L',
+                       ' LANGUAGE plpgsql SECURITY DEFINER'
+                       ' SET search_path = pg_catalog, pg_temp AS %L',
                        _upd, replace(_src, _marker, _test));
 
         EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER UPDATE ON %s'

@@ -213,6 +213,13 @@ async def check(settings: Settings) -> int:
     conn = await asyncpg.connect(settings.database_url, timeout=settings.listen_connect_timeout)
     try:
         report(True, "database reachable")
+        # Warnings, not failures: who else can send events or LISTEN (docs/threat-model.md).
+        if await conn.fetchval(
+                "SELECT has_database_privilege('public', current_database(), 'CONNECT')"):
+            print("warn PUBLIC may connect to this database: any role can send events and"
+                  " read every payload with LISTEN; REVOKE CONNECT ON DATABASE ... FROM PUBLIC")
+        if not settings.notify_roles:
+            print("warn SSE_NOTIFY_ROLES is not set: notifications from any role are accepted")
         channel = None
         if await conn.fetchval("SELECT to_regprocedure('sse.channel()') IS NOT NULL"):
             channel = await conn.fetchval("SELECT sse.channel()")

@@ -22,13 +22,21 @@ from typing import Any
 import asyncpg
 
 from sse_service.dispatch import Dispatcher
+from sse_service.senders import LOOKUP_SQL, Senders
 from sse_service.settings import Settings
 from sse_service.stats import Stats
 
 log = logging.getLogger("sse_service.listener")
 
 APPLICATION_NAME = "sse-service-listener"
-_PROBE = "SELECT coalesce(pg_sequence_last_value(to_regclass('sse.dropped_events')), 0)"
+LOOKUP_APPLICATION_NAME = "sse-service-lookup"
+# The triggers' two loss counters (0 without our schema); only the triggers move them.
+_PROBE = ("SELECT coalesce(pg_sequence_last_value(to_regclass('sse.dropped_events')), 0),"
+          " coalesce(pg_sequence_last_value(to_regclass('sse.failed_events')), 0)")
+# Which counter means what, in the order of _PROBE: (reason of the reset, log message).
+_LOSSES = (("events_dropped", "the triggers dropped %d events (NOTIFY queue full)"),
+           ("trigger_failed", "%d trigger runs failed to send their events (see the "
+                              "database log)"))
 
 
 @dataclass(slots=True)
@@ -55,23 +63,24 @@ class ListenConnection(asyncpg.Connection):  # type: ignore[misc]
     asyncpg runs every listener callback through ``loop.call_soon``: one more
     turn of the event loop for each read of the socket, and one handle per
     notification. Its protocol calls ``_process_notification`` synchronously
-    while it parses a read; for our channel this passes the payload straight
-    to ``sink`` (the dispatcher's enqueue, which is as cheap as a callback
-    must be), so the dispatcher's drain runs in the very next turn with every
-    notification of that read. Any other channel goes the usual way. Should an
-    asyncpg release stop calling this method, the callback registered with
-    ``add_listener`` receives the notifications instead, one turn later.
+    while it parses a read; for our channel this passes the sender's pid and
+    the payload straight to ``sink`` (admission, then the dispatcher's
+    enqueue, which are as cheap as a callback must be), so the dispatcher's
+    drain runs in the very next turn with every notification of that read.
+    Any other channel goes the usual way. Should an asyncpg release stop
+    calling this method, the callback registered with ``add_listener``
+    receives the notifications instead, one turn later.
     """
 
     __slots__ = ("sse_channel", "sse_sink")
 
     sse_channel: str
-    sse_sink: Callable[[str], None] | None
+    sse_sink: Callable[[int, str], None] | None
 
     def _process_notification(self, pid: int, channel: str, payload: str) -> None:
         sink = getattr(self, "sse_sink", None)
         if sink is not None and channel == self.sse_channel:
-            sink(payload)
+            sink(pid, payload)
         else:
             super()._process_notification(pid, channel, payload)
 
@@ -88,6 +97,8 @@ class Listener:
         self._settings = settings
         self._dispatcher = dispatcher
         self._stats = stats
+        self.senders = Senders(roles=settings.notify_roles, enqueue=dispatcher.enqueue,
+                               gap=dispatcher.gap, stats=stats, limit=settings.inbox_size)
         self.state = ListenState()
         self.ready = asyncio.Event()  # set once the first LISTEN succeeded
         self._was_up = False
@@ -117,6 +128,7 @@ class Listener:
                 except Exception as exc:
                     self._failed(_describe(exc))
                 finally:
+                    self.senders.detach()
                     conn.terminate()  # no polite close: the peer may be unreachable
                 if self.state.connected:  # the session ended without an exception
                     self._failed("connection closed")
@@ -127,19 +139,43 @@ class Listener:
             await asyncio.sleep(delay)
 
     async def _session(self, conn: Any) -> None:
+        if self.senders.open:
+            await self._listen(conn)
+            return
+        # Senders are looked up on a connection of their own: the LISTEN
+        # connection must keep reading while a look-up waits.
+        lookup_conn = await asyncpg.connect(
+            self._settings.database_url, timeout=self._settings.listen_connect_timeout,
+            server_settings={"application_name": LOOKUP_APPLICATION_NAME})
+        try:
+            lock = asyncio.Lock()  # one query at a time on it
+            limit = self._settings.listen_probe_timeout
+
+            async def lookup(pids: list[int]) -> dict[int, tuple[str, bool]]:
+                async with lock:
+                    rows = await lookup_conn.fetch(LOOKUP_SQL, pids, timeout=limit)
+                return {row[0]: (row[1], row[2]) for row in rows}
+
+            self.senders.attach(lookup)
+            await self._listen(conn)
+        finally:
+            self.senders.detach()
+            lookup_conn.terminate()
+
+    async def _listen(self, conn: Any) -> None:
         lost = asyncio.Event()
         conn.add_termination_listener(lambda _conn: lost.set())
         probe_interval = self._settings.listen_probe_interval
         probe_timeout = self._settings.listen_probe_timeout
-        # The drop counter's baseline is read before LISTEN: a drop from before is
+        # The loss counters' baseline is read before LISTEN: a loss from before is
         # covered by the reset that _up() causes anyway (at worst a second reset),
-        # whereas a baseline read after LISTEN could swallow a drop in between.
-        dropped = await self._probe(conn, probe_timeout)
+        # whereas a baseline read after LISTEN could swallow a loss in between.
+        lost_so_far = await self._probe(conn, probe_timeout)
         if isinstance(conn, ListenConnection):
             # Before LISTEN: asyncpg only registers a callback once LISTEN has
             # returned, and drops what arrives in the same read as its reply.
             conn.sse_channel = self._settings.channel
-            conn.sse_sink = self._dispatcher.notify
+            conn.sse_sink = self.senders.offer
         await conn.add_listener(self._settings.channel, self._on_notification)
         self._up()
         while True:
@@ -149,30 +185,31 @@ class Listener:
                 pass
             if lost.is_set():
                 raise ConnectionLost("the server closed the connection")
-            now_dropped = await self._probe(conn, probe_timeout)
-            if now_dropped != dropped:
-                # The triggers dropped events (a NOTIFY queue 90 % full): a gap.
-                log.warning("the triggers dropped %d events (NOTIFY queue full)",
-                            now_dropped - dropped)
-                dropped = now_dropped
-                self._dispatcher.gap("events_dropped")
+            counts = await self._probe(conn, probe_timeout)
+            for (reason, message), now, before in zip(_LOSSES, counts, lost_so_far,
+                                                      strict=True):
+                if now != before:  # events lost in the triggers: a gap
+                    log.warning(message, now - before)
+                    self._dispatcher.gap(reason)
+            lost_so_far = counts
+            await self.senders.refresh()
 
     @staticmethod
-    async def _probe(conn: Any, limit: float) -> int:
+    async def _probe(conn: Any, limit: float) -> tuple[int, int]:
         """One round trip (a lost network shows as a timeout); it also reads how
-        many events the triggers had to drop so far (0 without our schema)."""
+        many events the triggers dropped and how many of their runs failed."""
         try:
-            value = await conn.fetchval(_PROBE, timeout=limit)
+            row = await conn.fetchrow(_PROBE, timeout=limit)
         except TimeoutError:
             raise ConnectionLost(f"no answer to a probe within {limit} s") from None
-        return int(value)
+        return int(row[0]), int(row[1])
 
     def _session_was_healthy(self) -> bool:
         """Whether the session that just ended listened for at least 10 s."""
         return self._up_at is not None and time.monotonic() - self._up_at >= 10.0
 
-    def _on_notification(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        self._dispatcher.notify(payload)
+    def _on_notification(self, _conn: Any, pid: int, _channel: str, payload: str) -> None:
+        self.senders.offer(pid, payload)
 
     def _up(self) -> None:
         state = self.state

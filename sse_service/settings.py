@@ -75,6 +75,8 @@ class Settings:
     metrics_enabled: bool = True
     metrics_allow: tuple[str, ...] = ("127.0.0.1", "::1")
     log_level: str = "INFO"
+    # Whose notifications count (senders.py): () = any role; names and/or "@writers".
+    notify_roles: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -117,6 +119,7 @@ class Settings:
             backlog=r.get("BACKLOG", _int_range(1, 1_000_000), 2048),
             header_timeout=r.get("HEADER_TIMEOUT", _float_range(0.1, 3600), 10.0),
             keepalive_timeout=r.get("KEEPALIVE_TIMEOUT", _float_range(0.1, 3600), 15.0),
+            notify_roles=r.get("NOTIFY_ROLES", _csv, ()),
             metrics_enabled=r.get("METRICS_ENABLED", _bool, True),
             metrics_allow=r.get("METRICS_ALLOW", _networks, ("127.0.0.1", "::1")),
             log_level=database.log_level,

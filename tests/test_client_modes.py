@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from sse_service.events import encode
+from sse_service.wire import encode
 from tests import factories
 from tests.browser import (
     browser_fixture,  # noqa: F401 (the "browser" fixture)
