@@ -60,7 +60,7 @@ class Running:
     def service(self) -> Service:
         return self.app[SERVICE]
 
-    async def wait_listening(self, timeout: float = 10.0) -> None:
+    async def wait_listening(self, timeout: float = PRESENCE_TIMEOUT) -> None:
         """Until the LISTEN connection is up and its recovery reached the hub."""
         async with asyncio.timeout(timeout):
             while not self.service.listener.state.connected or self.service.dispatcher.backlog:

@@ -81,7 +81,10 @@ async def test_trigger_to_stream(service: Running, db: Any) -> None:
     o = await SSEClient.open(service.port, token=token(owner))
     v = await SSEClient.open(service.port, token=token(viewer))
     try:
-        await service.wait_streams(2)
+        # The set-up's own events may reach the service after the streams opened:
+        # read past them, so that the next event is the update's.
+        await barrier(db, o, owner)
+        await barrier(db, v, viewer)
         await db.execute("UPDATE items SET status = 'RESOLVED', title = 'Kettle' WHERE id = $1",
                          uuid.UUID(item))
         ev = await o.next_event()
