@@ -338,3 +338,39 @@ async def test_the_services_own_errors_pass_unchanged(
                 assert resp.status == 503
                 assert "Retry-After" in resp.headers
                 assert (await resp.json())["error"]
+
+
+async def test_large_events_and_replays_pass_the_small_relay_buffer(
+        tmp_path: Path, tls: TLS | None, service: Running, db: Any) -> None:
+    """The site relays through a 1k buffer per stream: an event of several kilobytes
+    and a replay of many events on reconnect still arrive whole and in order."""
+    user = str(uuid.uuid4())
+    big = "x" * 7000  # near NOTIFY's 8000-byte limit
+    async with nginx(tmp_path, service.port, tls) as proxy, client_session() as session:
+        url = f"{proxy.base}{STREAM}?token={token(user)}"
+        async with open_stream(session, url) as resp:
+            lines = response_lines(resp)
+            await service.wait_streams(1)
+            await notify(db, user, {"id": big, "wishlist_id": "w"})
+            last_id, data = "", ""
+            async with asyncio.timeout(5):
+                async for line in lines:
+                    if line.startswith("id:"):
+                        last_id = line.partition(":")[2].strip()
+                    elif line.startswith("data:"):
+                        data = line.partition(":")[2].strip()
+                    elif not line and data:
+                        if json.loads(data) == {"id": big, "wishlist_id": "w"}:
+                            break
+                        data = ""
+        await service.wait_streams(0)
+        for n in range(60):  # missed while away: replayed at once on reconnect
+            await db.execute("SELECT pg_notify('sse_events', $1)", json.dumps(
+                {"event": "items:updated", "users": [user], "id": f"r{n}",
+                 "data": {"id": f"r{n}", "wishlist_id": "w"}}))
+        await notify(db, user, {"id": "sentinel", "wishlist_id": "w"})
+        async with open_stream(session, url, headers={"Last-Event-ID": last_id}) as resp:
+            lines = response_lines(resp)
+            got = [json.loads((await next_event(lines, timeout=5.0))[1])["id"]
+                   for _ in range(61)]
+    assert got == [f"r{n}" for n in range(60)] + ["sentinel"]

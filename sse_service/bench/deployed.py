@@ -26,8 +26,9 @@ class NginxFront:
 
     def __init__(self, upstream: str, streams: int) -> None:
         self.upstream = upstream  # an nginx server address: 127.0.0.1:PORT or unix:PATH
-        # Two connections per stream (client side, upstream side), plus spare.
-        self.worker_connections = 2 * streams + 256
+        # Two connections per stream (client side, upstream side), plus spare for
+        # connections still being opened or closed (fewer lost some streams).
+        self.worker_connections = 2 * streams + 2048
         self.prefix = Path(tempfile.mkdtemp(prefix="sse-bench-nginx-"))
         self.proc: RunningNginx | None = None
         self._stack = AsyncExitStack()
