@@ -118,10 +118,14 @@ class PrivateCluster:
             shutil.chown(self.dir, "postgres")
         self.datadir = self.dir / "data"
         self.logfile = self.dir / "server.log"
-        self._run(
-            [str(self.bindir / "initdb"), "-D", str(self.datadir), "-A", "trust",
-             "-U", "postgres", "--no-sync", "-E", "UTF8"]
-        )
+        try:
+            self._run(
+                [str(self.bindir / "initdb"), "-D", str(self.datadir), "-A", "trust",
+                 "-U", "postgres", "--no-sync", "-E", "UTF8"]
+            )
+        except BaseException:  # a failed or interrupted initdb leaves nothing behind
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise
 
     def _run(self, cmd: list[str]) -> None:
         subprocess.run(self._as_user + cmd, check=True, capture_output=True, timeout=120)
