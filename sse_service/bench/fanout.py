@@ -179,10 +179,9 @@ class _Fanout:
                             user_ids: list[str]) -> list[list[int]]:
         """Open the idle streams and measure them; the users held by each worker."""
         streams, users, workers = self.streams, self.users, self.workers
-        entry, unix = port, self.unix  # the clients' way in
-        if self.args.nginx:  # as deployed: through nginx, over TCP
-            self.front = NginxFront(f"unix:{unix}" if unix else f"{host}:{port}", streams)
-            entry, unix = await self.front.start(), None
+        if self.args.nginx:  # as deployed: the clients go through nginx, over TCP
+            self.front = NginxFront(f"unix:{self.unix}" if self.unix else f"{host}:{port}", streams)
+        entry, unix = (await self.front.start(), None) if self.front else (port, self.unix)
         await asyncio.sleep(0.5)
         rss_before = rss_bytes(pid) if pid else None
         if self.front is not None:
