@@ -169,13 +169,14 @@ async def test_clients_of_a_killed_instance_resume_on_another(
         for port in ports:
             await wait_ready(port)
         async with nginx(tmp_path, list(socks), None) as proxy:
-            followers = [Follower(proxy.port, u) for u in busy + quiet]
-            tasks = [asyncio.create_task(f.run()) for f in followers]
-            async with asyncio.timeout(30):
-                while not all(f.last_id for f in followers):
-                    await asyncio.sleep(0.02)
+            for u in busy + quiet:  # one after another: least_conn alternates them
+                followers.append(Follower(proxy.port, u))
+                tasks.append(asyncio.create_task(followers[-1].run()))
+                async with asyncio.timeout(30):
+                    while not followers[-1].last_id:
+                        await asyncio.sleep(0.02)
             doomed = {u for u in busy + quiet if await on_instance(ports[0], u)}
-            # least_conn spreads them: both kinds of client on the instance to be killed.
+            # Both kinds of client on the instance to be killed, and busy ones elsewhere.
             assert doomed & set(busy) and doomed & set(quiet) and set(busy) - doomed, doomed
 
             async def touch(round_: int) -> None:
