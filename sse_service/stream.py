@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http import HttpVersion11
 from aiohttp_sse import EventSourceResponse
 
 from sse_service.errors import ServiceError, error_response
@@ -33,6 +34,13 @@ class _HubStreamResponse(EventSourceResponse):
         return
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        if request.version < HttpVersion11:
+            # HTTP/1.0 has no chunked framing: only a closed connection ends the
+            # body. aiohttp would keep a "keep-alive" request's connection open
+            # after the handler (and aiohttp-sse promises keep-alive), so the
+            # client would wait forever after auth:expired or sync:closed.
+            self.force_close()
+            self.headers["Connection"] = "close"
         writer = await super().prepare(request)
         # prepare() has started _ping() above as a task, which ends at once; do
         # not keep the finished Task for the stream's lifetime (~350 bytes).

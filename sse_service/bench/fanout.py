@@ -25,6 +25,7 @@ import asyncpg
 from sse_service.bench import database, service
 from sse_service.bench.clients import ClientPool
 from sse_service.bench.common import BenchError, Conn, progress
+from sse_service.bench.deployed import NginxFront
 from sse_service.bench.emitters import (
     NOTIFY_PATTERN,
     TOUCH_FUNCTION,
@@ -35,8 +36,10 @@ from sse_service.bench.emitters import (
     NotifyEmitter,
     TriggerEmitter,
     tick_loop,
+    warm_up,
 )
 from sse_service.bench.machine import CpuSample, machine_info, raise_nofile, rss_bytes
+from sse_service.bench.options import check_target_options
 from sse_service.bench.population import create_rows, make_tokens
 from sse_service.bench.report import Measured, analyse, fanout_figures, now_iso
 from sse_service.ids import IdCodec
@@ -68,10 +71,7 @@ class _Fanout:
             raise BenchError(f"--users ({self.users}) must not exceed --streams ({self.streams})")
         if self.fanout > self.users:
             raise BenchError(f"--fanout ({self.fanout}) must not exceed --users ({self.users})")
-        if args.pid and not args.target:
-            raise BenchError("--pid only goes with --target")
-        if args.unix == "" and args.target:
-            raise BenchError("--unix with --target needs the service's socket PATH")
+        check_target_options(args)
         # The clients' Unix socket: the target's, or a temporary one for the started service.
         self.unix: str | None = args.unix or None
         self.unix_dir: str | None = None
@@ -95,7 +95,7 @@ class _Fanout:
             "tick_ms": args.tick, "transport": "unix" if args.unix is not None else "tcp",
             "connections": args.connections if args.source == "triggers" else 1,
             "drain_timeout": args.drain, "warmup": args.warmup, "seed": args.seed,
-            "service_env": args.service_env,
+            "service_env": args.service_env, "nginx": args.nginx,
             "channel": settings.channel,
         }
         self.admin_dsn: str = args.admin_dsn or settings.database_url
@@ -104,6 +104,7 @@ class _Fanout:
                                        "machine": self.machine, "parameters": self.parameters}
         self.dsn = settings.database_url
         self.service: service.ServiceProcess | None = None
+        self.front: NginxFront | None = None  # --nginx: the clients connect to it
         self.pool: ClientPool | None = None
         self.writers: list[Conn] = []
         self.created_users: list[str] = []
@@ -115,6 +116,8 @@ class _Fanout:
         host, port, pid = await self._service()
         held_users = await self._open_streams(host, port, pid, user_ids)
         self.result.update(await self._emit(pid, held_users, user_ids, item_ids, audiences))
+        if self.front is not None:
+            self.result.update(self.front.figures(self.result))
         return self.result
 
     async def _database(self) -> tuple[list[str], list[str], list[list[int]]]:
@@ -176,13 +179,18 @@ class _Fanout:
                             user_ids: list[str]) -> list[list[int]]:
         """Open the idle streams and measure them; the users held by each worker."""
         streams, users, workers = self.streams, self.users, self.workers
+        if self.args.nginx:  # as deployed: the clients go through nginx, over TCP
+            self.front = NginxFront(f"unix:{self.unix}" if self.unix else f"{host}:{port}", streams)
+        entry, unix = (await self.front.start(), None) if self.front else (port, self.unix)
         await asyncio.sleep(0.5)
         rss_before = rss_bytes(pid) if pid else None
+        if self.front is not None:
+            self.front.sample_idle(before=True)
         tokens = make_tokens(self.settings, user_ids, streams)
         pattern = TRIGGERS_PATTERN if self.args.source == "triggers" else NOTIFY_PATTERN
         progress(f"opening {streams} streams for {users} users from {workers} client processes")
         t0 = time.monotonic()
-        self.pool = ClientPool(host, port, tokens, workers, pattern, self.unix)
+        self.pool = ClientPool(host, entry, tokens, workers, pattern, unix)
         reports = await self.pool.connected(within=120 + streams / 100)
         connect_seconds = time.monotonic() - t0
         held_users: list[list[int]] = []
@@ -199,6 +207,8 @@ class _Fanout:
         service_streams = await service.service_streams(host, port, held)
         await asyncio.sleep(1.0)
         rss_idle = rss_bytes(pid) if pid else None
+        if self.front is not None:
+            self.front.sample_idle(before=False)
         self.result.update({
             "streams_requested": streams,
             "streams_held": held,
@@ -222,10 +232,15 @@ class _Fanout:
         audience = Audience(held_users, self.users)
         emission = Emission(expected=[0] * self.workers)
         pg_pids = await database.backend_pids(self.writers[0])
-        await self._warm_up(audience, user_ids)
+        await warm_up(NotifyEmitter(  # see warm_up: unmeasured, uncounted
+            self.writers[0], self.settings.channel, user_ids, self.fanout, audience,
+            Emission(expected=[0] * self.workers), args.seed + 1, event=WARMUP_EVENT,
+            key="warm"), args.rate, args.warmup, args.tick / 1000)
         await pool.go()
         profiler = service.start_profiler(args.profile, pid, self.env)
         before = CpuSample.take(pid, pg_pids)
+        if self.front is not None:
+            self.front.sample_cpu(before=True)
         self0 = resource.getrusage(resource.RUSAGE_SELF)
         wall0 = time.time()
         progress(f"emitting {args.rate:g}/s x {self.fanout} recipients for "
@@ -250,6 +265,8 @@ class _Fanout:
         results = await pool.drain(emission.expected, quiet=min(3.0, args.drain),
                                    deadline=args.drain + 2)
         after = CpuSample.take(pid, pg_pids)
+        if self.front is not None:
+            self.front.sample_cpu(before=False)
         wall1 = time.time()
         profile = service.stop_profiler(profiler, args.profile)
 
@@ -261,28 +278,12 @@ class _Fanout:
             rss_after=rss_bytes(pid) if pid else None,
             profile=profile, samples=args.samples))
 
-    async def _warm_up(self, audience: Audience, user_ids: list[str]) -> None:
-        """The same load, unmeasured and uncounted, for ``--warmup`` seconds first.
-
-        Right after thousands of connections open, the service still owes the
-        garbage collector a full pass over them (~0.3 s of CPU with 10,000
-        streams), which the first seconds of load would otherwise pay inside
-        the measurement. Clients ignore these events (no key in their data).
-        """
-        seconds = self.args.warmup
-        if seconds <= 0:
-            return
-        progress(f"warming up for {seconds:g} s")
-        warm = NotifyEmitter(self.writers[0], self.settings.channel, user_ids, self.fanout,
-                             audience, Emission(expected=[0] * self.workers),
-                             self.args.seed + 1, event=WARMUP_EVENT, key="warm")
-        await tick_loop(self.args.rate, seconds, self.args.tick / 1000, warm.send)
-        await asyncio.sleep(1.0)  # let the last of them through
-
     async def close(self) -> None:
         """Undo the setup: clients, writers, service, database (or the rows we added)."""
         if self.pool is not None:
             self.pool.close()
+        if self.front is not None:
+            await self.front.stop()
         for conn in self.writers:
             await conn.close()
         if self.service is not None:

@@ -6,6 +6,7 @@ import argparse
 import math
 from pathlib import Path
 
+from sse_service.bench.common import BenchError
 from sse_service.scratchdb import CORE_SCHEMA as DEFAULT_SCHEMA
 
 
@@ -35,6 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="clients connect over a Unix socket (SSE_UNIX_SOCKET), as nginx on "
                           "the same host can; a started service gets a temporary one, with "
                           "--target give the running service's PATH")
+    fan.add_argument("--nginx", action="store_true",
+                     help="as deployed: clients connect to a private nginx running the shipped "
+                          "site (one worker) in front of the started service (its Unix socket "
+                          "with --unix); nginx's memory and CPU are measured too")
     fan.add_argument("--pid", type=_positive_int, default=None,
                      help="with --target: the service's process id, to measure memory and CPU")
     fan.add_argument("--clients", type=_positive_int, default=None,
@@ -75,6 +80,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     trig.add_argument("--no-listen", dest="listen", action="store_false",
                       help="do not LISTEN while the triggers notify (the service would)")
     _common(trig)
+
+
+def check_target_options(args: argparse.Namespace) -> None:
+    """``bench fanout``'s options that only go with (or without) ``--target``."""
+    if args.pid and not args.target:
+        raise BenchError("--pid only goes with --target")
+    if args.unix == "" and args.target:
+        raise BenchError("--unix with --target needs the service's socket PATH")
+    if args.nginx and args.target:
+        raise BenchError("--nginx fronts a started service, not a --target")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
