@@ -14,11 +14,9 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-# The event name of a barrier (see tests.harness.barrier): a sentinel a test sends
-# after the action under test, so that it knows what the stream got before it.
+# A barrier's event (tests.harness.barrier): a sentinel sent after the action under test.
 BARRIER_EVENT = "test:barrier"
-# A wait for something that must arrive: generous, for a loaded 2-core machine.
-PRESENCE_TIMEOUT = 20.0
+PRESENCE_TIMEOUT = 20.0  # for what must arrive: generous, on a loaded 2-core machine
 
 
 @dataclass
