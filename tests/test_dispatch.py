@@ -18,42 +18,9 @@ from sse_service.hub import Hub
 from sse_service.ids import IdCodec
 from sse_service.stats import Stats
 from sse_service.subscriber import Subscriber
+from tests.memtransport import MemoryTransport
 
 KEY = "k" * 32
-
-
-class MemoryTransport(asyncio.Transport):
-    """Keeps every write; ``fail_next`` makes the next write raise (a transport bug)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.writes: list[bytes] = []
-        self.closing = False
-        self.fail_next = False
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self.fail_next:
-            self.fail_next = False
-            raise RuntimeError("injected transport failure")
-        self.writes.append(bytes(data))
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def abort(self) -> None:
-        self.closing = True
-
-    def events(self) -> list[tuple[str, Any]]:
-        """(event name, decoded data) of every event written so far, in order."""
-        out: list[tuple[str, Any]] = []
-        for block in b"".join(self.writes).decode().split("\n\n"):
-            fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
-            if "data" in fields:
-                out.append((fields.get("event", "message"), json.loads(fields["data"])))
-        return out
 
 
 class Rig:
@@ -68,6 +35,7 @@ class Rig:
 
     def stream(self, user: str) -> MemoryTransport:
         transport = MemoryTransport()
+        self.hub.reserve()
         self.hub.attach(Subscriber(user, transport, chunked=False, max_buffer=1 << 20), None)
         return transport
 
@@ -144,8 +112,11 @@ async def test_listen_down_and_up_reset_and_forget_the_history() -> None:
     assert a.events() == [("items:updated", {"n": 1}), ("items:updated", {"n": 2}),
                           ("sync:reset", {"reason": "listen_reconnected"}),
                           ("items:updated", {"n": 3})]
-    # Only what came after the recovery (and its marker) can be resumed from.
-    assert len(rig.history) == 2
+    # Only what came after the recovery can be resumed from (markers are not
+    # entries of the window: they carry their position themselves).
+    assert len(rig.history) == 1
+    ids = [b["id"] for b in a.blocks if "id" in b]
+    assert rig.history.knows(ids[-1]) and not any(rig.history.knows(i) for i in ids[:2])
 
 
 async def test_an_internal_error_is_a_reset_not_a_silent_skip() -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Any, cast
 
 import pytest
 
@@ -16,47 +15,7 @@ from sse_service.hub import Hub
 from sse_service.stats import Stats
 from sse_service.subscriber import Subscriber
 from sse_service.wire import ID_RE, Event, dumps_bytes
-
-
-class Transport:
-    """Records what is written; ``stalled`` plays a peer that stopped reading."""
-
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-        self.buffered = 0
-        self.stalled = False
-        self.closing = False
-        self.aborted = False
-
-    def write(self, data: bytes) -> None:
-        self.writes.append(bytes(data))
-        if self.stalled:
-            self.buffered += len(data)
-
-    def get_write_buffer_size(self) -> int:
-        return self.buffered
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def abort(self) -> None:
-        self.aborted = self.closing = True
-
-    @property
-    def blocks(self) -> list[dict[str, str]]:
-        """Every SSE block written so far (unchunked streams), as {field: value}."""
-        out = []
-        for block in b"".join(self.writes).decode().split("\n\n")[:-1]:
-            fields: dict[str, str] = {}
-            for line in block.split("\n"):
-                name, _, value = line.partition(": ")
-                fields[name] = value
-            out.append(fields)
-        return out
-
-    def events(self, *, pings: bool = False) -> list[tuple[str, Any]]:
-        return [(b["event"], json.loads(b["data"])) for b in self.blocks
-                if "event" in b and (pings or b["event"] != "sync:ping")]
+from tests.memtransport import MemoryTransport
 
 
 def make_hub(*, max_streams: int = 100, per_user: int = 3, window: int = 100) -> Hub:
@@ -67,9 +26,9 @@ def make_hub(*, max_streams: int = 100, per_user: int = 3, window: int = 100) ->
 
 def open_stream(hub: Hub, user: str, last_id: str | None = None, *, chunked: bool = False,
                 max_buffer: int = 10_000, expires_at: float = float("inf"),
-                ) -> tuple[Subscriber, Transport]:
-    transport = Transport()
-    sub = Subscriber(user, cast(asyncio.Transport, transport), chunked=chunked,
+                ) -> tuple[Subscriber, MemoryTransport]:
+    transport = MemoryTransport()
+    sub = Subscriber(user, transport, chunked=chunked,
                      max_buffer=max_buffer, expires_at=expires_at)
     hub.reserve()
     hub.attach(sub, last_id)
@@ -119,7 +78,7 @@ async def test_the_global_cap_counts_streams_still_opening() -> None:
 
 async def test_attach_needs_a_reserved_place() -> None:
     hub = make_hub()
-    sub = Subscriber("a", cast(asyncio.Transport, Transport()), chunked=False, max_buffer=1)
+    sub = Subscriber("a", MemoryTransport(), chunked=False, max_buffer=1)
     with pytest.raises(RuntimeError):
         hub.attach(sub, None)
 

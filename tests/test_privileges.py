@@ -166,9 +166,20 @@ async def _writes_by_the_app_role_reach_the_streams(roles: Roles, app: Any, port
                                "test:sentinel"]
         assert not warnings  # no trigger failed for want of a privilege
 
-        # The triggers' drop path (a NOTIFY queue 90 % full) counts as the writer's
-        # role; the service's probe reads the count as its role and resets streams.
-        await app.execute("SELECT nextval('sse.dropped_events')")
+        # Only the triggers may count a drop: the writer's role cannot by itself.
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await app.execute("SELECT nextval('sse.dropped_events')")
+        # The triggers' drop path (a NOTIFY queue "full": the owner sets the limit
+        # to 0) counts it while the writer's role writes; the service's probe reads
+        # the count as its own role and resets the streams.
+        table_owner = await asyncpg.connect(roles.dsn(roles.owner))
+        try:
+            await table_owner.execute("CREATE OR REPLACE FUNCTION sse.queue_limit()"
+                                      " RETURNS double precision LANGUAGE sql IMMUTABLE"
+                                      " AS 'SELECT 0::double precision'")
+        finally:
+            await table_owner.close()
+        await factories.wishlist(app, owner)
         for client in streams.values():
             reset = (await until(client, "sync:reset"))[-1]
             assert reset.json == {"reason": "events_dropped"}
