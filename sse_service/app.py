@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from sse_service import errors, routes
+from sse_service.service import SERVICE, Service
 from sse_service.settings import Settings
-from sse_service.state import SERVICE, Service
 
 log = logging.getLogger("sse_service.app")
 

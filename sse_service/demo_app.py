@@ -26,7 +26,7 @@ from aiohttp import web
 
 from sse_service import demo_data
 from sse_service.errors import Forbidden, ServiceError, json_errors
-from sse_service.state import SERVICE
+from sse_service.service import SERVICE
 from sse_service.stream import STREAM_PATH
 
 WEB = Path(__file__).resolve().parent / "web"

@@ -22,8 +22,8 @@ from aiohttp import web
 from sse_service import demo_app, demo_data, logs, scratchdb
 from sse_service.app import create_app
 from sse_service.cli import EX_OK, EX_OSERR, EX_UNAVAILABLE
+from sse_service.service import SERVICE
 from sse_service.settings import Settings
-from sse_service.state import SERVICE
 
 log = logging.getLogger("sse_service.demo")
 

@@ -29,8 +29,8 @@ from prometheus_client.metrics_core import (
 )
 
 from sse_service.errors import Forbidden
+from sse_service.service import SERVICE, Service
 from sse_service.settings import PREFIX, ConfigError
-from sse_service.state import SERVICE, Service
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from sse_service import assets
 from sse_service.errors import Handler, json_errors, method_not_allowed, not_found
-from sse_service.state import SERVICE
+from sse_service.service import SERVICE
 from sse_service.stream import STREAM_PATH, stream
 
 

@@ -22,8 +22,8 @@ from aiohttp import web
 
 from sse_service import __version__, logs, sdnotify, sites
 from sse_service.app import create_app
+from sse_service.service import SERVICE
 from sse_service.settings import ConfigError, Settings
-from sse_service.state import SERVICE
 
 EX_OK, EX_FAILED, EX_USAGE = 0, 1, 2
 EX_UNAVAILABLE, EX_SOFTWARE, EX_OSERR, EX_CONFIG = 69, 70, 71, 78

@@ -15,7 +15,7 @@ from aiohttp.http import HttpVersion11
 from aiohttp_sse import EventSourceResponse
 
 from sse_service.errors import ServiceError, error_response
-from sse_service.state import SERVICE, Service
+from sse_service.service import SERVICE, Service
 from sse_service.subscriber import Subscriber
 
 STREAM_PATH = "/api/v1/events/stream"

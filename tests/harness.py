@@ -22,8 +22,8 @@ from aiohttp import web
 
 from sse_service import logs
 from sse_service.app import create_app
+from sse_service.service import SERVICE, Service
 from sse_service.settings import Settings
-from sse_service.state import SERVICE, Service
 from tests.sseclient import BARRIER_EVENT, PRESENCE_TIMEOUT, SSE, SSEClient, request
 
 JWT_KEY = "test-secret-test-secret-test-secret-0123456789"

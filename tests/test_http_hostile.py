@@ -23,8 +23,8 @@ from aiohttp import web
 
 from sse_service import logs, sites
 from sse_service.app import create_app
+from sse_service.service import SERVICE
 from sse_service.settings import Settings
-from sse_service.state import SERVICE
 from tests.harness import settings_for, token
 
 STREAM = "/api/v1/events/stream"
