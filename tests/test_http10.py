@@ -40,7 +40,7 @@ async def test_evicted_stream_ends_the_connection(database_dsn: str) -> None:
                                       headers=KEEP_ALIVE)
         try:
             events = await first.wait_eof(timeout=10)
-            assert [e.event for e in events] == ["sync:closed"]
+            assert [e.event for e in events if e.event != "sync:ping"] == ["sync:closed"]
         finally:
             await first.close()
             await second.close()
