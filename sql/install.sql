@@ -136,8 +136,8 @@ REVOKE ALL ON FUNCTION sse.set_channel(text) FROM PUBLIC;
 -- ---------------------------------------------------------------------------
 --
 -- Every core API write runs these triggers inside its own transaction, so
--- they are written for `sse-service bench triggers` (single-row UPDATEs of
--- items, one per transaction) as measured on PostgreSQL 15 with callgrind:
+-- they are written for the cheapest hot path that PostgreSQL 15's executor
+-- and PL/pgSQL allow (profiled with callgrind; see docs/performance.md):
 --
 -- * A trigger's WHEN clause is read back from its stored node text and
 --   planned again by every statement that fires the trigger: for the
@@ -158,38 +158,11 @@ REVOKE ALL ON FUNCTION sse.set_channel(text) FROM PUBLIC;
 --   wishlist) writes its event out inline, and the helpers below serve the
 --   rest. Each event type has its own UPDATE trigger function, so no path
 --   tests TG_OP more than it must.
--- * The exception block of each trigger (a subtransaction per row) costs
---   about 1 us (4,600 instructions); it stays, see "Trigger functions".
+-- * The exception block of each trigger (a subtransaction per row) is cheap
+--   next to the rest and keeps every core write safe: it stays.
 --
--- Where it goes (PostgreSQL 15, callgrind: instructions of the core API's
--- backend per single-row items UPDATE by primary key, one per transaction,
--- a LISTENing session present; each figure is what removing or replacing
--- that part of the hot path of sse.on_item_update saved, +-0.3 %):
---   the UPDATE without triggers                 75,000
---   with the triggers, 0 viewers               192,000  (+117,000)
---     a PL/pgSQL AFTER ROW trigger doing nothing 14,000
---       (as BEFORE ROW trigger 13,000: the after-trigger queue is cheap)
---     the recipients query (owner + viewers)    50,000  (executor start-up
---       of its two index scans 24,000: the largest part)
---     format() of the payload                   ~8,000  (|| instead: +10,000)
---     nextval('sse.event_id')                    5,000  (CACHE 32: -3,000,
---       but ids would no longer grow in commit order; kept)
---     the exception block                        4,600
---     pg_notification_queue_usage()              3,100
---     pg_notify() and the commit-time queue write  < 1,000 instructions,
---       plus the kernel's time to signal the listeners
---     one SELECT that also notifies, instead of SELECT INTO + IF + :=  +19,000
---   with the triggers, 100 viewers             490,000  (+415,000): of it,
---     rendering 101 uuids as text (uuid_out) 164,000 and reading the 100
---     bookmarks 114,000.
--- `sse-service bench triggers` (2 cores, PostgreSQL on the same host) puts
--- the backend's added CPU at 31-37 us per UPDATE with 0 viewers and 69-82
--- us with 100, next to 125-140 us of the UPDATE itself. Of it, 7-9 us (0
--- viewers) is what a trigger costs that only sends the same notification,
--- built in advance (the bench's reference): the rest is this file's work.
--- In update throughput the reference alone already costs 9-12 % with a
--- LISTENing process on the same two cores (the notifying commit wakes it and
--- its client), the triggers 14-22 %.
+-- What each part costs, measured, is in docs/performance.md ("What the
+-- triggers cost").
 --
 -- A full NOTIFY queue. pg_notify() only queues the payload in memory; it
 -- enters the shared queue (8 GB) at COMMIT, and when the queue is full

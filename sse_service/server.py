@@ -49,12 +49,12 @@ GC_THRESHOLDS = (50_000, 20, 100)
 def tune_gc() -> None:
     """Make the garbage collector's full passes rare (the serving process only).
 
-    With 10,000 open streams the heap holds ~500,000 tracked objects, and a full
-    pass over them stops the event loop for ~300 ms (measured with a gc
-    callback: the p99 latency of a whole benchmark run went from 5 to 200 ms).
-    CPython starts one once the objects promoted to the oldest generation reach
-    a quarter of it, and at thousands of notifications a second the few objects
-    alive at each young collection add up to that within a minute or two.
+    With thousands of open streams the heap holds hundreds of thousands of
+    tracked objects, and a full pass over them stops the event loop for long
+    enough to show in the latency's p99 (docs/performance.md). CPython starts
+    one once the objects promoted to the oldest generation reach a quarter of
+    it, and at thousands of notifications a second the few objects alive at
+    each young collection add up to that within a minute or two.
     Fewer young collections promote far fewer of them. ``gc.freeze()`` takes
     what exists at start-up (modules, classes, functions) out of every later
     pass: none of it ever becomes garbage.

@@ -15,7 +15,7 @@ import json
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -23,6 +23,9 @@ import pytest
 
 from sse_service import scratchdb
 from sse_service.scratchdb import CORE_SCHEMA, PrivateCluster, drop_database, server_answers
+
+if TYPE_CHECKING:
+    from tests.harness import ChannelSync
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_SQL = CORE_SCHEMA
@@ -86,11 +89,10 @@ class NotificationLog:
 
     def __init__(self) -> None:
         self.raw: list[str] = []
-        self._arrived = asyncio.Event()
+        self._sync: ChannelSync | None = None
 
     def callback(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         self.raw.append(payload)
-        self._arrived.set()
 
     @property
     def payloads(self) -> list[dict[str, Any]]:
@@ -100,17 +102,19 @@ class NotificationLog:
         """(event, data) pairs whose recipients include ``user``."""
         return [(p["event"], p["data"]) for p in self.payloads if user in p["users"]]
 
-    async def settle(self, quiet: float = 0.2, timeout: float = 10.0) -> None:
-        """Wait until no notification has arrived for ``quiet`` seconds."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline:
-            self._arrived.clear()
-            try:
-                await asyncio.wait_for(self._arrived.wait(), quiet)
-            except TimeoutError:
-                return
-        raise TimeoutError("notifications kept arriving")
+    async def listen(self, conn: Any, channel: str = "sse_events") -> None:
+        """LISTEN on ``channel`` with ``conn``, which :meth:`settle` then syncs with."""
+        from tests.harness import ChannelSync
+
+        self._sync = await ChannelSync.on(conn)
+        await conn.add_listener(channel, self.callback)
+
+    async def settle(self) -> None:
+        """Until every notification committed so far has arrived (a barrier on a
+        channel of the test's own, not a quiet period)."""
+        if self._sync is None:
+            raise RuntimeError("settle() needs listen()")
+        await self._sync()
 
     def clear(self) -> None:
         self.raw.clear()
@@ -121,7 +125,7 @@ async def notifications(database_dsn: str) -> AsyncIterator[NotificationLog]:
     """LISTEN on the default channel with a connection of the test's own."""
     log = NotificationLog()
     conn = await asyncpg.connect(database_dsn)
-    await conn.add_listener("sse_events", log.callback)
+    await log.listen(conn)
     try:
         yield log
     finally:

@@ -27,6 +27,7 @@ def cli(*args: str, dsn: str = "postgresql://postgres@127.0.0.1:1/none",
                           capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.slow  # runs the command in a process of its own
 def test_version_and_help() -> None:
     result = subprocess.run([sys.executable, "-m", "sse_service", "--version"],
                             capture_output=True, text=True, timeout=30)
@@ -45,6 +46,7 @@ def test_version_and_help() -> None:
     assert result.returncode == 0 and "--viewers" in result.stdout
 
 
+@pytest.mark.slow  # runs the command in a process of its own
 def test_configuration_error_names_the_variable_and_exits_78() -> None:
     result = cli("check", SSE_PORT="http")
     assert result.returncode == 78
@@ -54,6 +56,7 @@ def test_configuration_error_names_the_variable_and_exits_78() -> None:
     assert result.returncode == 78 and "SSE_DATABASE_URL" in result.stderr
 
 
+@pytest.mark.slow  # runs the command in a process of its own
 async def test_database_commands_need_only_the_database(fresh_database_dsn: str) -> None:
     """Issue 10: install-sql, uninstall-sql and send run with SSE_DATABASE_URL alone
     (no SSE_JWT_KEY, and serving settings that would not even parse)."""
@@ -69,7 +72,7 @@ async def test_database_commands_need_only_the_database(fresh_database_dsn: str)
     log = NotificationLog()
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.add_listener("sse_events", log.callback)
+        await log.listen(conn)
         result = await asyncio.to_thread(cli, "send", "items:updated", "u1", dsn=dsn, **bare)
         assert result.returncode == 0, result.stderr
         await log.settle()
@@ -91,6 +94,7 @@ async def test_database_commands_need_only_the_database(fresh_database_dsn: str)
 
 
 @pytest.mark.parametrize("command", ["check", "install-sql"])
+@pytest.mark.slow  # runs the command in a process of its own
 def test_malformed_database_url_option_is_a_configuration_error(
         pg_admin_dsn: str, command: str) -> None:
     """asyncpg checks sslmode=... only when it connects: a clear message, exit 78."""
@@ -100,12 +104,14 @@ def test_malformed_database_url_option_is_a_configuration_error(
     assert "sslmode" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow  # runs the command in a process of its own
 def test_unreachable_database_exits_69() -> None:
     result = cli("check", SSE_LISTEN_CONNECT_TIMEOUT="1")
     assert result.returncode == 69
     assert "database unavailable" in result.stderr
 
 
+@pytest.mark.slow  # runs the command in a process of its own
 def test_bad_usage_exits_2() -> None:
     assert cli("frobnicate").returncode == 2
     assert cli("check", "--streams", "5").returncode == 2  # bench's option, not check's
@@ -114,6 +120,7 @@ def test_bad_usage_exits_2() -> None:
     assert cli("send", "items:updated", "u1", "--data", "[1]").returncode == 2
 
 
+@pytest.mark.slow  # runs the command in a process of its own
 async def test_install_check_send_uninstall(fresh_database_dsn: str) -> None:
     dsn = fresh_database_dsn
     assert cli("uninstall-sql", dsn=dsn).returncode == 0
@@ -132,7 +139,7 @@ async def test_install_check_send_uninstall(fresh_database_dsn: str) -> None:
     log = NotificationLog()
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.add_listener("sse_other", log.callback)
+        await log.listen(conn, "sse_other")
         user = str(uuid.uuid4())
         result = await asyncio.to_thread(
             cli, "send", "items:resolved", user, "--data", '{"id":"x","title":"iPhone 15"}',
@@ -149,6 +156,7 @@ async def test_install_check_send_uninstall(fresh_database_dsn: str) -> None:
     assert cli("check", dsn=dsn, SSE_CHANNEL="sse_other").returncode == 1
 
 
+@pytest.mark.slow  # runs the command in a process of its own
 def test_serve_tunes_the_garbage_collector() -> None:
     """serve() makes full collections rare and freezes start-up objects (README,
     Performance); in a process of its own, as it changes interpreter-wide state."""
@@ -160,6 +168,7 @@ def test_serve_tunes_the_garbage_collector() -> None:
     assert result.stdout.split() == ["True", "True"]
 
 
+@pytest.mark.slow  # runs the command in a process of its own
 def test_only_bench_imports_the_benchmark() -> None:
     """Issue 13: the parser of every other command leaves sse_service.bench unloaded."""
     code = ("import sys; from sse_service import cli; cli.parse(sys.argv[1:]); "
@@ -173,6 +182,7 @@ def test_only_bench_imports_the_benchmark() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.slow  # runs the command in a process of its own
 async def test_serving_process_never_imports_the_benchmark(database_dsn: str) -> None:
     """`python -X importtime -m sse_service serve`, run until ready and stopped:
     the serving path imports the server, and nothing of sse_service.bench."""

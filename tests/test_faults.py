@@ -20,7 +20,7 @@ import pytest
 from sse_service.scratchdb import PrivateCluster, with_database
 from tests import factories
 from tests.conftest import create_database
-from tests.harness import Running, running, settings_for, token
+from tests.harness import Running, barrier, running, settings_for, token
 from tests.sseclient import SSEClient, request
 from tests.tcpproxy import TcpProxy
 
@@ -91,8 +91,8 @@ async def test_hostile_notifications_never_crash_or_leak(
     assert b'data: {"title":"x\\n\\nevent: admin\\ndata: {}\\r\\n"' in c.raw
     second = await c.next_event()
     assert second.json == {"pad": pad}
-    assert await c.events_within(0.3) == []
-    assert await o.events_within(0.1) == []
+    assert await barrier(db, c, user) == []  # nothing else, whatever came late
+    assert await barrier(db, o, other) == []
     assert b"evil" not in c.raw and b"event: x" not in c.raw
     assert sum(stats.notifications_rejected.values()) - rejected_before == len(HOSTILE)
     assert service.service.listener.state.connected
@@ -236,7 +236,15 @@ async def test_inbox_overflow_becomes_a_reset(database_dsn: str, db: Any) -> Non
             for n in range(50):
                 await db.execute("SELECT pg_notify('sse_events', $1)", json.dumps(
                     {"event": "items:updated", "users": [user], "data": {"n": n}}))
-        events = await c.events_within(1.0)
+        # The reset is written once the burst's overflow was read; then wait for
+        # the inbox to drain, and read up to a barrier behind whatever was left.
+        events = [await c.next_event()]
+        while events[-1].event != "sync:reset":
+            events.append(await c.next_event())
+        async with asyncio.timeout(20):
+            while svc.service.dispatcher.backlog:
+                await asyncio.sleep(0.01)
+        events += await barrier(db, c, user)
         resets = [e for e in events if e.event == "sync:reset"]
         assert resets and resets[0].json == {"reason": "inbox_overflow"}
         got = [e.json["n"] for e in events if e.event == "items:updated"]

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from sse_service.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -17,11 +19,13 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=300)
 
 
+@pytest.mark.slow  # a process of its own
 def test_mypy_strict() -> None:
     result = run("mypy")  # files and strictness from setup.cfg
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow  # a process of its own
 def test_ruff() -> None:
     result = run("ruff", "check", "sse_service", "tests")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -85,7 +85,7 @@ async def test_resets_and_replays_are_counted(service: Running, db: Any) -> None
         await service.wait_streams(2)
         reset = await stale.next_event()
         assert reset.event == "sync:reset"
-        await first.events_within(0.1)
+        await first.preamble()
         resume_from = first.last_event_id
         assert resume_from is not None
         await db.execute("SELECT pg_notify('sse_events', $1)", json.dumps(

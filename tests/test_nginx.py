@@ -33,8 +33,11 @@ from tests.harness import Running, running, settings_for, token
 
 STREAM = "/api/v1/events/stream"
 
-pytestmark = pytest.mark.skipif(
-    not NGINX.exists(), reason="nginx is not installed (.ci/run installs Debian's nginx)")
+pytestmark = [
+    pytest.mark.slow,  # each test runs an nginx of its own
+    pytest.mark.skipif(not NGINX.exists(),
+                       reason="nginx is not installed (.ci/run installs Debian's nginx)"),
+]
 
 
 @dataclass

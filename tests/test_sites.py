@@ -35,6 +35,7 @@ def socket_path(tmp_path: Path) -> str:
     return str(path)
 
 
+@pytest.mark.slow  # serves from a process of its own
 async def test_streams_over_the_unix_socket_and_the_file_is_removed_on_exit(
         database_dsn: str, tmp_path: Path) -> None:
     path = socket_path(tmp_path)
@@ -60,7 +61,7 @@ async def test_streams_over_the_unix_socket_and_the_file_is_removed_on_exit(
         client = await SSEClient.open(0, STREAM, token=token(user), unix=path)
         try:
             assert client.status == 200 and client.chunked
-            await client.events_within(0.1)  # the preamble
+            await client.preamble()
             await notify_event(database_dsn, user, {"id": "i1", "wishlist_id": "w1"})
             event = await client.next_event(timeout=5)
             assert (event.event, event.json) == ("items:updated",
