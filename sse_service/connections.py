@@ -54,15 +54,16 @@ class BoundedRequestHandler(RequestHandler):
         self._header_timeout = header_timeout
 
     def connection_made(self, transport: Any) -> None:
-        super().connection_made(transport)
-        # aiohttp starts its keep-alive timer here, for SSE_KEEPALIVE_TIMEOUT; the
-        # first request gets the (shorter) header timeout instead.
-        handle = self._keepalive_handle
-        if handle is not None and self._header_timeout < self._keepalive_timeout:
-            handle.cancel()
-            close_time = self._loop.time() + self._header_timeout
-            self._next_keepalive_close_time = close_time
-            self._keepalive_handle = self._loop.call_at(close_time, self._process_keepalive)
+        # aiohttp starts its keep-alive timer here; the first request gets the
+        # header timeout instead. Set before the timer is made, not by replacing
+        # it: a cancelled timer stays in the loop's heap until it is due, which
+        # costs every open stream its memory for that long.
+        keepalive = self._keepalive_timeout
+        self._keepalive_timeout = min(self._header_timeout, keepalive)
+        try:
+            super().connection_made(transport)
+        finally:
+            self._keepalive_timeout = keepalive
 
     def data_received(self, data: bytes) -> None:
         self._head_bytes += len(data)

@@ -25,7 +25,14 @@ import asyncpg
 from aiohttp import web
 
 from sse_service import demo_data
-from sse_service.errors import Forbidden, ServiceError, json_errors
+from sse_service.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    TooManyRequests,
+    json_errors,
+)
 from sse_service.service import SERVICE
 from sse_service.stream import STREAM_PATH
 
@@ -33,29 +40,6 @@ WEB = Path(__file__).resolve().parent / "web"
 PAGE_PATH = "/demo"
 MAX_BODY = 2048  # bytes of a JSON request body
 WRITES_PER_SECOND = 10.0  # every write costs a transaction and a NOTIFY
-
-
-class BadRequest(ServiceError):
-    status = 400
-    code = "bad_request"
-
-
-class NotFound(ServiceError):
-    status = 404
-    code = "not_found"
-
-
-class Conflict(ServiceError):
-    status = 409
-    code = "conflict"
-
-
-class TooManyRequests(ServiceError):
-    status = 429
-    code = "too_many_requests"
-
-    def __init__(self) -> None:
-        super().__init__("too many writes; try again in a second", {"Retry-After": "1"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +66,7 @@ class WriteBudget:
         self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
         self._at = now
         if self._tokens < 1:
-            raise TooManyRequests()
+            raise TooManyRequests("too many writes; try again in a second", retry_after=1)
         self._tokens -= 1
 
 

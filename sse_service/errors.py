@@ -45,9 +45,34 @@ class AuthError(ServiceError):
             self.code = "missing_token"
 
 
+class BadRequest(ServiceError):
+    status = 400
+    code = "bad_request"
+
+
 class Forbidden(ServiceError):
     status = 403
     code = "forbidden"
+
+
+class NotFound(ServiceError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(ServiceError):
+    status = 409
+    code = "conflict"
+
+
+class TooManyRequests(ServiceError):
+    """Over a rate limit: 429 with ``Retry-After``."""
+
+    status = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message, {"Retry-After": str(retry_after)})
 
 
 class OverCapacity(ServiceError):
