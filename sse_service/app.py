@@ -1,4 +1,4 @@
-"""The aiohttp application: routes, middleware and the background lifecycles."""
+"""The aiohttp application: its routes, its background lifecycles and its shutdown."""
 
 from __future__ import annotations
 
