@@ -32,6 +32,20 @@ SCHEMA_SQL = CORE_SCHEMA
 DEFAULT_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Under CI (``CI=true``, as CI runs .ci/run) a test may not skip for want of
+    a tool that .ci/run installs (its skip reason names .ci/run): that is a
+    broken set-up, so the test fails instead of passing unnoticed. On a
+    developer's machine it skips, saying what to install."""
+    outcome: Any = yield
+    report = outcome.get_result()
+    if (os.environ.get("CI") == "true" and report.skipped and call.when == "setup"
+            and ".ci/run" in str(report.longrepr)):
+        report.outcome = "failed"
+        report.longrepr = f"CI must not skip this test: {report.longrepr}"
+
+
 async def create_database(admin_dsn: str, *, install: bool = True) -> str:
     """A new database with the core API's schema (and our triggers); its DSN."""
     return await scratchdb.create_database(admin_dsn, install=install, channel="sse_events",

@@ -13,7 +13,8 @@ import pytest
 from sse_service.bench.nginxsite import NGINX
 from tests.test_bench import NUMBER, bench_env, check_fanout, run_bench
 
-pytestmark = pytest.mark.skipif(not NGINX.exists(), reason="nginx is not installed")
+pytestmark = pytest.mark.skipif(not NGINX.exists(),
+                                reason="nginx is not installed (.ci/run installs it)")
 
 
 @pytest.mark.parametrize("unix", [True, False], ids=["unix", "tcp"])

@@ -150,7 +150,7 @@ async def on_instance(port: int, user: str) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not NGINX.exists(), reason="nginx is not installed")
+@pytest.mark.skipif(not NGINX.exists(), reason="nginx is not installed (.ci/run installs it)")
 async def test_clients_of_a_killed_instance_resume_on_another(
         tmp_path: Path, database_dsn: str, db: Any, notifications: NotificationLog) -> None:
     ports = [free_port(), free_port()]
