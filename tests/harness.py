@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import jwt
+import pytest
 from aiohttp import web
 
 from sse_service import logs
@@ -205,3 +209,20 @@ class ChannelSync:
             while tag not in self._seen:
                 self._arrived.clear()
                 await self._arrived.wait()
+
+
+def runnable_unit(unit: Path, dest: Path) -> Path:
+    """A copy of a shipped systemd ``unit`` at ``dest`` that this machine can verify
+    and run: ExecStart at this venv's sse-service, no User=/Group=. Skips the test
+    where the venv has no sse-service script."""
+    exe = Path(sys.executable).parent / "sse-service"
+    if not exe.exists():
+        pytest.skip(f"{exe} not installed (pip install -e .)")
+    text = unit.read_text()
+    text, n = re.subn(r"^ExecStart=/opt/sse-service/\.venv/bin/sse-service serve$",
+                      f"ExecStart={exe} serve", text, flags=re.MULTILINE)
+    assert n == 1, "the unit's ExecStart changed"
+    text, n = re.subn(r"^(User|Group)=sse-service\n", "", text, flags=re.MULTILINE)
+    assert n == 2, "the unit's User=/Group= changed"
+    dest.write_text(text)
+    return dest

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import shutil
 import signal
 import subprocess
@@ -29,7 +28,7 @@ from sse_service.scratchdb import free_port
 from tests import factories
 from tests.conftest import NotificationLog
 from tests.guarantee import check_stream
-from tests.harness import JWT_KEY, base_env, service_env, token, wait_ready
+from tests.harness import JWT_KEY, base_env, runnable_unit, service_env, token, wait_ready
 from tests.sseclient import SSE, SSEClient, request
 from tests.test_nginx import nginx
 
@@ -65,17 +64,9 @@ def test_template_unit_is_the_unit_per_port() -> None:
 
 def test_template_unit_verifies(tmp_path: Path) -> None:
     tool = shutil.which("systemd-analyze")
-    exe = Path(sys.executable).parent / "sse-service"
-    if tool is None or not exe.exists():
-        pytest.skip("needs systemd-analyze and an installed sse-service (pip install -e .)")
-    text = TEMPLATE.read_text()
-    text, n = re.subn(r"^ExecStart=/opt/sse-service/\.venv/bin/sse-service serve$",
-                      f"ExecStart={exe} serve", text, flags=re.MULTILINE)
-    assert n == 1
-    text, n = re.subn(r"^(User|Group)=sse-service\n", "", text, flags=re.MULTILINE)
-    assert n == 2
-    instance = tmp_path / "sse-service@8091.service"
-    instance.write_text(text)
+    if tool is None:
+        pytest.skip("systemd-analyze is not installed (.ci/run installs systemd)")
+    instance = runnable_unit(TEMPLATE, tmp_path / "sse-service@8091.service")
     result = subprocess.run([tool, "verify", str(instance)], capture_output=True, text=True,
                             timeout=120)
     output = result.stdout + result.stderr

@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ import pytest
 from sse_service import sdnotify, server
 from sse_service.scratchdb import drop_database, with_database
 from sse_service.settings import Settings
-from tests.harness import JWT_KEY, settings_for, token
+from tests.harness import JWT_KEY, runnable_unit, settings_for, token
 from tests.sseclient import PRESENCE_TIMEOUT, SSEClient, request
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -365,20 +365,9 @@ async def test_a_stalled_event_loop_stops_the_pings(notify_socket: NotifySocket)
 
 
 @pytest.fixture
-def unit_copy(tmp_path: Path) -> Iterator[Path]:
+def unit_copy(tmp_path: Path) -> Path:
     """The unit, runnable here: ExecStart at this venv's sse-service, no User=/Group=."""
-    exe = Path(sys.executable).parent / "sse-service"
-    if not exe.exists():
-        pytest.skip(f"{exe} not installed (pip install -e .)")
-    text = UNIT.read_text()
-    text, n = re.subn(r"^ExecStart=/opt/sse-service/\.venv/bin/sse-service serve$",
-                      f"ExecStart={exe} serve", text, flags=re.MULTILINE)
-    assert n == 1
-    text, n = re.subn(r"^(User|Group)=sse-service\n", "", text, flags=re.MULTILINE)
-    assert n == 2
-    copy = tmp_path / "sse-service.service"
-    copy.write_text(text)
-    yield copy
+    return runnable_unit(UNIT, tmp_path / "sse-service.service")
 
 
 @pytest.mark.slow  # a process of its own
