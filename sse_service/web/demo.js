@@ -68,7 +68,9 @@ class Pane {
     return el("form", {
       onsubmit: (event) => {
         event.preventDefault();
-        if (input.value.trim()) submit(input.value).then(() => { input.value = ""; });
+        if (!input.value.trim()) return;
+        // A failure is already shown in the pane (call() writes it there).
+        submit(input.value).then(() => { input.value = ""; }, () => {});
       },
     }, input, el("button", { type: "submit", "data-action": action }, label));
   }

@@ -10,7 +10,7 @@
  * - `closed`: `close()` was called, or the server evicted this browser (`sync:closed`:
  *   the user opened too many streams elsewhere); `reconnectNow()` reopens after eviction;
  * - `degraded`: the stream keeps failing; the app is asked to pull (resync) every
- *   `pollIntervalMs` while visible, and retries continue at the backoff cap.
+ *   `pollIntervalMs` while visible, and retries keep backing off up to `backoffMaxMs`.
  */
 export type RealtimeState =
   | "connecting" | "open" | "backoff" | "offline" | "unauthorized" | "closed" | "degraded";
