@@ -235,9 +235,10 @@ END
 $$;
 
 -- sse.emit: the same for any set of users (NULLs and duplicates dropped) and
--- jsonb data; for manual use, the triggers call sse.send().
+-- jsonb data; for manual use, the triggers call sse.send(). SECURITY DEFINER,
+-- like the triggers: a role granted EXECUTE on it needs nothing else of ours.
 CREATE OR REPLACE FUNCTION sse.emit(event text, users uuid[], data jsonb) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     _sent int;
 BEGIN
@@ -327,13 +328,13 @@ $$;
 -- Each body runs in an exception block: a notification is best effort and
 -- must never fail the core API's write; the error is logged as a WARNING
 -- instead and counted in sse.failed_events, which the service turns into
--- sync:reset for every stream (the recipients of a failed event are unknown). What can fail: a core schema change this file does not know yet
--- (a renamed or dropped column or table: until the next install), a role of
--- the core API without SELECT on the tables read here or USAGE on
--- sse.event_id, a lock or statement timeout while a migration holds a table,
--- an oversized payload if someone changes this file. The block costs one
--- subtransaction per row (about 1 us, 4,600 instructions); without it
--- any of these would fail the core API's write, so it stays. (A full NOTIFY
+-- sync:reset for every stream (the recipients of a failed event are unknown).
+-- What can fail: a core schema change this file does not know yet (a renamed
+-- or dropped column or table: until the next install), the installing role
+-- losing SELECT on a table read here (the functions run as that role), a lock
+-- or statement timeout while a migration holds a table, an oversized payload
+-- if someone changes this file. The block costs one subtransaction per row;
+-- without it any of these would fail the core API's write, so it stays. (A full NOTIFY
 -- queue fails at COMMIT, out of its reach: see "What the triggers cost".)
 -- ---------------------------------------------------------------------------
 

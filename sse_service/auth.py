@@ -16,12 +16,12 @@ from jwt.types import Options
 
 from sse_service.errors import AuthError
 from sse_service.logs import RateLimited
+from sse_service.notification import MAX_USER_ID_LENGTH
 from sse_service.settings import Settings
 
 log = logging.getLogger("sse_service.auth")
 
 MAX_TOKEN_LENGTH = 8192
-MAX_USER_ID_LENGTH = 128
 
 
 @dataclass(frozen=True, slots=True)

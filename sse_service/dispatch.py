@@ -44,6 +44,9 @@ log = logging.getLogger("sse_service.dispatch")
 
 _NOTIFY, _UP, _DOWN = 0, 1, 2
 _BATCH = 256  # items handled before giving other callbacks a turn
+# Recipients the inbox may hold per place, on average: bounds its memory when
+# the notifications name many users each (the triggers' name a few).
+_USERS_PER_PLACE = 64
 RESET_INTERVAL = 5.0  # seconds between two resets for the same reason
 
 
@@ -57,6 +60,8 @@ class Dispatcher:
         self.history = history
         self.stats = stats
         self._size = size
+        self._max_users = size * _USERS_PER_PLACE
+        self._queued_users = 0  # recipients of the notifications in the inbox
         self._reset_interval = reset_interval
         self._inbox: deque[tuple[int, Notification | str, float]] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -85,7 +90,7 @@ class Dispatcher:
                               exc.reason, exc.detail)
             return
         inbox = self._inbox
-        if len(inbox) >= self._size:
+        if len(inbox) >= self._size or self._queued_users >= self._max_users:
             # What was queued is lost with this one: say so. Resets already due
             # stay (one per reason): they are sent after the lost events were
             # committed, so they cover them too, and must not wait for the
@@ -93,9 +98,11 @@ class Dispatcher:
             due = {item[1]: item for item in inbox if item[0] == _UP}
             inbox.clear()
             inbox.extend(due.values())
+            self._queued_users = 0
             self.gap("inbox_overflow")
             return
         inbox.append((_NOTIFY, note, time.monotonic()))
+        self._queued_users += len(note.users)
         self._wake()
 
     def listen_up(self) -> None:
@@ -184,7 +191,9 @@ class Dispatcher:
             kind, value, received = inbox.popleft()
             try:
                 if kind == _NOTIFY:
-                    self._handle(cast(Notification, value), received)
+                    note = cast(Notification, value)
+                    self._queued_users -= len(note.users)
+                    self._handle(note, received)
                 elif kind == _UP:
                     self._handle_up(cast(str, value))
                 else:
@@ -205,7 +214,10 @@ class Dispatcher:
 
     def _handle(self, note: Notification, received: float) -> None:
         event_id = None if note.id is None else self._ids.public(note.id)
-        if event_id is None or self.history.knows(event_id):
+        if event_id is None or self._deferred or self.history.knows(event_id):
+            # While a reset is deferred, streams may already hold events after an
+            # unannounced gap: their ids must not resume exactly on another
+            # instance, which never saw this gap.
             # No id, or one seen before (a reused id must not move anybody's resume
             # point back): an id of our own, resumable on this instance only.
             event_id = self.history.local_id()

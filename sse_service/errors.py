@@ -113,7 +113,8 @@ def error_response(exc: ServiceError | web.HTTPException) -> web.Response:
     if exc.status < 400:
         raise exc
     headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
-    return json_error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason, headers)
+    code, _ = status_text(exc.status)
+    return json_error(exc.status, code, exc.reason, headers)
 
 
 def json_errors(handler: Handler) -> Handler:

@@ -31,6 +31,10 @@ from typing import NamedTuple
 from sse_service.markers import MarkerCodec
 from sse_service.wire import ID_RE, Event, dumps, encode, ping
 
+# Users whose recent events are kept: with every notification capped at 256
+# recipients, this bounds the history's memory whoever sends notifications.
+MAX_USERS = 200_000
+
 
 @dataclass(frozen=True, slots=True)
 class Reset:
@@ -57,7 +61,8 @@ class Preamble(NamedTuple):
 class History:
     """The bounded window of recent notifications and each user's events."""
 
-    def __init__(self, *, window: int, per_user: int, max_age: float) -> None:
+    def __init__(self, *, window: int, per_user: int, max_age: float,
+                 max_users: int = MAX_USERS) -> None:
         self.instance = "i" + secrets.token_hex(4)  # prefix of the ids made up here
         self._markers = MarkerCodec(self.instance)
         self._generation = 0  # ended by every clear(): no marker survives a gap
@@ -71,6 +76,11 @@ class History:
         # oldest on append. Plain tuples of an int and bytes: the cycle collector
         # stops tracking them, so a full history adds nothing to its pauses.
         self._users: dict[str, deque[tuple[int, bytes]]] = {}
+        # At most max_users lists: past it the oldest list goes, and a resume from
+        # before the newest event it held cannot be proven exact for anybody
+        # whose list may have been among them.
+        self._max_users = max_users
+        self._evicted_through = 0
 
     def knows(self, event_id: str) -> bool:
         return event_id in self._index
@@ -99,7 +109,15 @@ class History:
             log = logs.get(user)
             if log is None:
                 log = logs[user] = deque(maxlen=self._per_user)
+                if len(logs) > self._max_users:
+                    self._evict_oldest_user()
             log.append(entry)
+
+    def _evict_oldest_user(self) -> None:
+        oldest = next(iter(self._users))
+        log = self._users.pop(oldest)
+        if log:
+            self._evicted_through = max(self._evicted_through, log[-1][0])
 
     def marker(self) -> str:
         """A fresh resume point for "everything recorded so far was seen"."""
@@ -139,6 +157,8 @@ class History:
             if pos is None:
                 return Reset("unknown_last_event_id")
         log = self._users.get(user)
+        if pos < self._evicted_through and (not log or log[0][0] > pos):
+            return Reset("history_truncated")  # the user's list may have been evicted
         missed: list[bytes] = []
         if log:
             if len(log) == log.maxlen and log[0][0] > pos:

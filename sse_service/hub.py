@@ -78,7 +78,7 @@ class Hub:
         ``retry:``, then what :meth:`History.preamble` says (a replay or a reset),
         always ending with a resume point."""
         self.release()  # the place becomes the stream (or nothing, on shutdown)
-        self.flush()  # nothing staged may overtake, or follow, the replay
+        self.flush()  # defensive: nothing staged may overtake, or follow, the replay
         if self._shutdown_retry_ms is not None:  # accepted just as the shutdown began
             sub.close("shutdown", final=self._restart_notice())
             return

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,6 +98,7 @@ class Listener:
         self._settings = settings
         self._dispatcher = dispatcher
         self._stats = stats
+        self._last_trace = -math.inf  # when an admission error's traceback was last logged
         self.senders = Senders(roles=settings.notify_roles, enqueue=dispatcher.enqueue,
                                gap=dispatcher.gap, stats=stats, limit=settings.inbox_size)
         self.state = ListenState()
@@ -156,15 +158,25 @@ class Listener:
                     rows = await lookup_conn.fetch(LOOKUP_SQL, pids, timeout=limit)
                 return {row[0]: (row[1], row[2]) for row in rows}
 
+            async def probe_lookup() -> None:
+                async with lock:
+                    await lookup_conn.fetchval("SELECT 1", timeout=limit)
+
             self.senders.attach(lookup)
-            await self._listen(conn)
+            # The look-up connection is part of the session: if it dies (killed,
+            # timed out while idle, a dropped network) the session ends and is
+            # made again, rather than refusing every new sender from then on.
+            await self._listen(conn, lookup_conn, probe_lookup)
         finally:
             self.senders.detach()
             lookup_conn.terminate()
 
-    async def _listen(self, conn: Any) -> None:
+    async def _listen(self, conn: Any, lookup_conn: Any = None,
+                      probe_lookup: Callable[[], Awaitable[None]] | None = None) -> None:
         lost = asyncio.Event()
         conn.add_termination_listener(lambda _conn: lost.set())
+        if lookup_conn is not None:
+            lookup_conn.add_termination_listener(lambda _conn: lost.set())
         probe_interval = self._settings.listen_probe_interval
         probe_timeout = self._settings.listen_probe_timeout
         # The loss counters' baseline is read before LISTEN: a loss from before is
@@ -175,7 +187,7 @@ class Listener:
             # Before LISTEN: asyncpg only registers a callback once LISTEN has
             # returned, and drops what arrives in the same read as its reply.
             conn.sse_channel = self._settings.channel
-            conn.sse_sink = self.senders.offer
+            conn.sse_sink = self._admit
         await conn.add_listener(self._settings.channel, self._on_notification)
         self._up()
         while True:
@@ -192,6 +204,12 @@ class Listener:
                     log.warning(message, now - before)
                     self._dispatcher.gap(reason)
             lost_so_far = counts
+            if probe_lookup is not None:
+                try:
+                    await probe_lookup()
+                except (TimeoutError, OSError, asyncpg.InterfaceError,
+                        asyncpg.PostgresError) as exc:
+                    raise ConnectionLost(f"the look-up connection failed: {exc!r}") from None
             await self.senders.refresh()
 
     @staticmethod
@@ -209,7 +227,20 @@ class Listener:
         return self._up_at is not None and time.monotonic() - self._up_at >= 10.0
 
     def _on_notification(self, _conn: Any, pid: int, _channel: str, payload: str) -> None:
-        self.senders.offer(pid, payload)
+        self._admit(pid, payload)
+
+    def _admit(self, pid: int, payload: str) -> None:
+        """Hand one notification to admission. This runs inside asyncpg's read of
+        the socket: an exception escaping here would break the LISTEN connection,
+        so a bug on the way becomes a gap, like one in the dispatcher's drain."""
+        try:
+            self.senders.offer(pid, payload)
+        except Exception:
+            now = time.monotonic()
+            if now - self._last_trace >= 10.0:  # a traceback, not one per notification
+                self._last_trace = now
+                log.exception("internal error while admitting a notification; a gap")
+            self._dispatcher.gap("internal_error")
 
     def _up(self) -> None:
         state = self.state

@@ -27,6 +27,10 @@ RESERVED_PREFIXES = ("sync:", "auth:")
 # "error" would fire the browser's onerror handler: neither may come from a NOTIFY.
 RESERVED_NAMES = frozenset({"message", "error"})
 MAX_USER_ID_LENGTH = 128
+# The triggers split an audience into notifications of at most ~200 users (the
+# 8000-byte payload limit); more in one payload is not ours, and each recipient
+# costs memory in the inbox and the history.
+MAX_USERS = 256
 # A "ts" outside these bounds (a clock gone wrong, or a hostile -1e308) would
 # poison the latency histogram's sum until restart: it is ignored, the event kept.
 EARLIEST_TS = 1_577_836_800.0  # 2020-01-01T00:00:00Z
@@ -74,6 +78,8 @@ def parse(payload: str) -> Notification:
     users = obj.get("users")
     if not isinstance(users, list) or not users:
         raise InvalidNotification("bad_users", "users must be a non-empty list")
+    if len(users) > MAX_USERS:
+        raise InvalidNotification("too_many_users", f"at most {MAX_USERS} users")
     for user in users:
         if user.__class__ is not str or not 0 < len(user) <= MAX_USER_ID_LENGTH:
             raise InvalidNotification("bad_users", "each user must be a non-empty string")

@@ -21,8 +21,10 @@ backend (so that one flooding backend leaves room for the others). Beyond
 that, arrivals are dropped, and their senders remembered: once their roles
 are known, a drop from a refused role costs nothing, a drop from an admitted
 one is announced as a gap at that point (``sync:reset``, rate-limited by the
-dispatcher). So a flood from an unknown intruder neither takes the memory
-nor makes anybody reset. A backend that has exited before its look-up leaves
+dispatcher). So a flood from a few unknown backends takes bounded memory and
+makes nobody reset; an intruder who keeps opening new backends can still
+crowd the hold while its look-ups run, and so cause a reset, never a silent
+loss. A backend that has exited before its look-up leaves
 its notifications undecidable: they are dropped and announced as a gap too,
 never delivered and never lost silently. Verdicts are checked again by
 :meth:`Senders.refresh` (every LISTEN probe), so a revoked privilege or a pid

@@ -173,3 +173,45 @@ async def test_invalid_payloads_are_refused_before_they_take_inbox_space() -> No
     assert rig.stats.notifications_rejected["not_json"] == 100
     assert rig.stats.notifications_rejected["reserved_event"] == 100
     assert not rig.stats.resets
+
+
+async def test_while_a_reset_is_deferred_events_get_ids_of_this_instance_only() -> None:
+    """Events after an unannounced gap must not resume exactly on another
+    instance (which never saw the gap) before this one's reset goes out."""
+    rig = Rig(reset_interval=0.3)
+    a = rig.stream("a")
+    rig.dispatcher.start()
+    rig.dispatcher.gap("inbox_overflow")  # announced at once
+    rig.notify("a", n=1)
+    await rig.idle()
+    rig.dispatcher.gap("inbox_overflow")  # within the interval: its reset waits
+    rig.notify("a", n=2)
+    await rig.idle()
+    ids = IdCodec(KEY)
+    events = [b for b in a.blocks if b.get("event") == "items:updated"]
+    assert events[0]["id"] == ids.public("1")  # no reset pending: the shared id
+    assert events[1]["id"] != ids.public("2")  # pending: a local id
+    assert events[1]["id"].startswith(rig.history.instance + "-")
+    async with asyncio.timeout(5):
+        while names(a).count("sync:reset") < 2:
+            await asyncio.sleep(0.01)
+    rig.notify("a", n=3)  # the reset is out: shared ids again
+    await rig.idle()
+    assert [b for b in a.blocks if b.get("event") == "items:updated"][-1]["id"] == \
+        ids.public("3")
+    rig.dispatcher.stop()
+
+
+async def test_the_inbox_bounds_the_recipients_it_holds() -> None:
+    """Many notifications naming many users each overflow the inbox (a reset)
+    before they hold more than its share of recipients."""
+    rig = Rig(size=10)  # at most 640 recipients queued
+    a = rig.stream("a")
+    crowd = [f"u{n}" for n in range(200)]
+    for _ in range(5):  # the fifth finds 804 recipients queued, in 4 of 10 places
+        rig.notify("a", *crowd)
+    rig.dispatcher.start()
+    await rig.idle()
+    assert names(a)[0] == "sync:reset"
+    assert rig.stats.resets == {"inbox_overflow": 1}
+    rig.dispatcher.stop()

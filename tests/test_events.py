@@ -91,6 +91,7 @@ def test_parse_manual_psql_example() -> None:
     (good(users=[["u1"]]), "bad_users"),
     (good(users=[""]), "bad_users"),
     (good(users=["x" * 129]), "bad_users"),
+    (good(users=[f"u{n}" for n in range(257)]), "too_many_users"),
     (json.dumps({"event": "x", "users": ["u"]}), "bad_data"),
     (good(data="text"), "bad_data"),
     (good(data=[1]), "bad_data"),

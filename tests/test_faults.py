@@ -254,3 +254,30 @@ async def test_inbox_overflow_becomes_a_reset(database_dsn: str, db: Any) -> Non
             {"event": "items:updated", "users": [user], "data": {"n": 99}}))
         assert (await next_real_event(c)).json == {"n": 99}
         await c.close()
+
+
+async def test_a_bug_in_admission_is_a_reset_and_leaves_listen_up(
+        database_dsn: str, db: Any) -> None:
+    """Admission runs inside asyncpg's read of the LISTEN socket: an exception
+    there (a bug, injected here) must become a gap, not break the connection."""
+    async with running(settings_for(database_dsn)) as svc:
+        user = str(uuid.uuid4())
+        c = await SSEClient.open(svc.port, token=token(user))
+        await c.preamble()
+        senders = svc.service.listener.senders
+        offer = senders.offer
+
+        def broken(pid: int, payload: str) -> None:
+            raise RuntimeError("injected admission bug")
+
+        senders.offer = broken  # type: ignore[method-assign]
+        try:
+            await db.execute("SELECT pg_notify('sse_events', $1)", json.dumps(
+                {"event": "items:updated", "users": [user], "data": {"n": 1}}))
+            reset = await c.next_event()
+        finally:
+            senders.offer = offer  # type: ignore[method-assign]
+        assert (reset.event, reset.json) == ("sync:reset", {"reason": "internal_error"})
+        assert await barrier(db, c, user) == []  # and the connection still delivers
+        assert svc.service.listener.state.reconnects == 0
+        await c.close()

@@ -208,3 +208,24 @@ def test_local_ids_are_unique_per_instance() -> None:
     assert len({a.local_id() for _ in range(100)}) == 100
     a.record(ev(1), ["x"], 0)
     assert a.knows("1") and not b.knows("1")
+
+
+def test_the_number_of_users_is_bounded_and_an_evicted_users_resume_resets() -> None:
+    """Notifications that name ever new users cannot grow the history without
+    bound; a user whose list went must not resume "exactly" with nothing."""
+    h = History(window=100, per_user=10, max_age=60, max_users=3)
+    h.record(ev(1), ["a"], 0)
+    h.record(ev(2), ["a", "b"], 0)
+    h.record(ev(3), ["c"], 0)
+    h.record(ev(4), ["d"], 0)  # a fourth user: a's list (the oldest) goes
+    assert len(h._users) == 3
+    assert h.resume("a", "1") == Reset("history_truncated")  # it held event 2
+    # From before what was evicted, no list that starts later can be proven whole
+    # (a reset where one was not needed, only once the bound was reached).
+    assert h.resume("b", "1") == Reset("history_truncated")
+    assert ids(h.resume("b", "2")) == []
+    assert ids(h.resume("c", "2")) == ["3"]
+    assert ids(h.resume("a", "2")) == []  # a missed nothing after 2
+    h.record(ev(5), ["a"], 0)  # a again: a new list, from 5 on
+    assert h.resume("a", "1") == Reset("history_truncated")
+    assert ids(h.resume("a", "3")) == ["5"]  # after what the evicted list held

@@ -22,6 +22,7 @@ import asyncpg
 import pytest
 
 from sse_service import sqlinstall
+from sse_service.listener import LOOKUP_APPLICATION_NAME
 from sse_service.scratchdb import database_name
 from tests import factories as f
 from tests.harness import Running, running, settings_for, token
@@ -90,6 +91,36 @@ async def test_a_role_without_grants_cannot_reset_streams_or_send_events(
         assert await conn.fetchval("SELECT sse.channel()") == "sse_events"
     finally:
         await conn.close()
+
+
+async def test_an_operator_granted_emit_can_send_and_nothing_more(
+        fresh_database_dsn: str, make_role: Callable[[], Any]) -> None:
+    """The documented grant for sending by hand is enough: sse.emit() runs as its
+    owner, so the operator's role needs no grant on what it calls."""
+    operator = await make_role()
+    admin = await asyncpg.connect(fresh_database_dsn)
+    await admin.execute(f'GRANT EXECUTE ON FUNCTION sse.emit(text, uuid[], jsonb) TO "{operator}"')
+    conn = await asyncpg.connect(as_role(fresh_database_dsn, operator))
+    got: list[str] = []
+    try:
+        await admin.add_listener("sse_events", lambda _c, _p, _ch, payload: got.append(payload))
+        user = uuid.uuid4()
+        await conn.execute("SELECT sse.emit('items:updated', ARRAY[$1::uuid], '{\"id\": \"x\"}')",
+                           user)
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute("SELECT sse.send('items:updated', '{}', ARRAY[gen_random_uuid()])")
+        await admin.execute("SELECT pg_notify('sse_events', 'sentinel')")
+        async with asyncio.timeout(10):
+            while "sentinel" not in got:
+                await asyncio.sleep(0.01)
+        sent = [json.loads(p) for p in got if p != "sentinel"]
+        assert [(p["event"], p["users"], p["data"]) for p in sent] == [
+            ("items:updated", [str(user)], {"id": "x"})]
+    finally:
+        await conn.close()
+        await admin.execute(
+            f'REVOKE ALL ON FUNCTION sse.emit(text, uuid[], jsonb) FROM "{operator}"')
+        await admin.close()
 
 
 async def test_a_writer_with_no_grant_on_schema_sse_still_notifies(
@@ -220,6 +251,32 @@ async def test_notify_roles_refuses_other_roles_and_keeps_commit_order(
     finally:
         await intruder.close()
         await first_timer.close()
+
+
+async def test_a_lost_look_up_connection_renews_the_session(
+        database_dsn: str, db: Conn) -> None:
+    """With SSE_NOTIFY_ROLES the senders' roles are looked up on a second
+    connection; if it dies, the session is made again (a reset, as for a lost
+    LISTEN) instead of refusing every new sender from then on."""
+    async with running(settings_for(database_dsn, SSE_NOTIFY_ROLES="@writers")) as svc:
+        user = str(uuid.uuid4())
+        c = await SSEClient.open(svc.port, token=token(user))
+        await c.preamble()
+        killed = await db.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE application_name = $1 AND datname = current_database()",
+            LOOKUP_APPLICATION_NAME)
+        assert killed == 1
+        reset = await c.next_event(timeout=20)
+        assert (reset.event, reset.json) == ("sync:reset", {"reason": "listen_reconnected"})
+        newcomer = await asyncpg.connect(database_dsn)  # a sender not seen before
+        try:  # (it stays connected until its role was looked up)
+            await newcomer.execute("SELECT pg_notify('sse_events', $1)", note(user, n=1))
+            assert (await c.next_event(timeout=10)).json == {"n": 1}
+        finally:
+            await newcomer.close()
+        assert svc.service.listener.state.reconnects == 1
+        await c.close()
 
 
 async def test_by_default_any_role_may_notify(database_dsn: str, db: Conn,
