@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 from sse_service.bench.common import BenchError
+from sse_service.notification import MAX_USERS
 from sse_service.scratchdb import CORE_SCHEMA as DEFAULT_SCHEMA
 
 
@@ -23,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="distinct users (U <= N; default N); stream s belongs to user s %% U")
     fan.add_argument("--rate", type=_positive_float, default=200.0,
                      help="notifications (or trigger-firing transactions) per second")
-    fan.add_argument("--fanout", type=_positive_int, default=100,
+    fan.add_argument("--fanout", type=_recipients, default=100,
                      help="recipients (users) of each notification")
     fan.add_argument("--duration", type=_positive_float, default=10.0,
                      help="seconds of emission")
@@ -105,6 +106,14 @@ def _positive_int(raw: str) -> int:
     value = int(raw)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _recipients(raw: str) -> int:
+    value = _positive_int(raw)
+    if value > MAX_USERS:
+        raise argparse.ArgumentTypeError(
+            f"at most {MAX_USERS}: the service refuses notifications naming more users")
     return value
 
 
