@@ -68,9 +68,10 @@ export function createConnection(o, hooks) {
   }
 
   function failed(retryAfterMs = 0) {
+    stopStream();
     failures += 1;
     publish(failures >= o.degradeAfterFailures ? "degraded" : "backoff");
-    // The server's Retry-After is honoured up to our own cap.
+    // The server's Retry-After (or a proxy's retry:) is honoured up to our own cap.
     schedule(Math.max(backoffDelay(), Math.min(retryAfterMs, o.backoffMaxMs)));
   }
 
@@ -131,16 +132,26 @@ export function createConnection(o, hooks) {
       const after = Number(response.headers.get("Retry-After"));
       return failed(Number.isFinite(after) && after > 0 ? after * 1000 : 0);
     }
-    failures = 0;
     serverRetryMs = null;
-    publish("open");
     await read(gen, response.body, lastEventId);
   }
 
+  // Headers alone do not make a stream open: behind nginx a service that is down
+  // answers 200 text/event-stream with only a comment and `retry:`. The service's
+  // first message always carries an id (sync:ping or sync:reset): that one opens it.
   async function read(gen, body, lastEventId) {
-    const parser = createSSEParser(onMessage, (ms) => { serverRetryMs = ms; }, lastEventId ?? "");
+    let opened = false;
+    const parser = createSSEParser((message, carriesId) => {
+      if (!opened && carriesId) {
+        opened = true;
+        failures = 0;
+        publish("open");
+        if (gen !== generation) return;
+      }
+      onMessage(message);
+    }, (ms) => { serverRetryMs = ms; }, lastEventId ?? "");
     const reader = body.pipeThrough(new TextDecoderStream()).getReader();
-    const silence = () => connect();
+    const silence = () => (opened ? connect() : failed());
     lastChunkAt = Date.now();
     armWatchdog(silence);
     try {
@@ -160,6 +171,8 @@ export function createConnection(o, hooks) {
     // server's retry, jittered by the server itself, or after a short jittered wait.
     stopStream();
     if (!online()) return publish("offline");
+    // Never opened (a proxy's "unavailable" answer): a failed attempt, paced by its retry:.
+    if (!opened) return failed(serverRetryMs ?? 0);
     publish("backoff");
     schedule(serverRetryMs ?? backoffDelay());
   }

@@ -2,7 +2,7 @@
 
 /**
  * - `connecting`: opening the stream (or waiting to hear from the tab that holds it);
- * - `open`: the stream is up, events flow;
+ * - `open`: the service's first message (with an id) arrived: events flow;
  * - `backoff`: the stream ended or failed; a retry is scheduled;
  * - `offline`: the browser is offline; it reconnects on `online`;
  * - `unauthorized`: no usable token (getToken failed, or a fresh token got a 401 too);
@@ -112,5 +112,5 @@ export interface SSEMessage {
 
 /** The incremental text/event-stream parser the client uses (WHATWG HTML rules). */
 export function createSSEParser(
-  onMessage: (message: SSEMessage) => void, onRetry: (ms: number) => void,
+  onMessage: (message: SSEMessage, carriesId: boolean) => void, onRetry: (ms: number) => void,
   initialId?: string): { push(text: string): void; readonly lastEventId: string };
