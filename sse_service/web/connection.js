@@ -193,10 +193,19 @@ export function createConnection(o, hooks) {
 
   return {
     get failures() { return failures; },
-    /** Start (this tab now holds the stream); after an eviction only reconnectNow() does. */
-    start() {
+    /**
+     * Start (this tab now holds the stream). `evicted`: another tab of this browser was
+     * evicted (sync:closed); start closed, and only reconnectNow() reopens.
+     */
+    start(evicted = false) {
       running = true;
       failures = 0;
+      if (evicted) {
+        stopStream();
+        final = true;
+        publish("closed");
+        return;
+      }
       connect();
     },
     /** Stop: the request, every timer; nothing reopens until start(). */
