@@ -26,6 +26,7 @@ from tests.clientpage import (
     wait_state,
 )
 from tests.harness import settings_for, token
+from tests.sseclient import SSEClient
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser
@@ -171,3 +172,35 @@ async def test_a_visible_follower_hurries_the_leader(
     finally:
         await svc.stop()
 
+
+async def test_becoming_visible_or_online_respects_retry_after(
+        browser: Browser, database_dsn: str, db: Any) -> None:
+    owner, other = await factories.user(db), await factories.user(db)
+    # One stream per process: while another holds it, the service answers 503 with a
+    # Retry-After of several seconds.
+    svc = await start_service(settings_for(database_dsn, SSE_KEEPALIVE_INTERVAL="1",
+                                           SSE_MAX_STREAMS="1"), PAGES)
+    blocker = await SSEClient.open(svc.port, token=token(other))
+    try:
+        await svc.wait_streams(1)
+        context = await browser.new_context()
+        page = await context.new_page()
+        await start_tab(page, svc, owner, backoffBaseMs=100, backoffMaxMs=60_000)
+        await wait_state(page, "backoff")
+        assert [a.status for a in svc.recorder.of(owner)] == [503]
+        # Becoming visible would reconnect at once (state "connecting" right away, as
+        # connect() reports it synchronously); within Retry-After it must not.
+        assert await page.evaluate(f"{VISIBLE}; window.client.state") == "backoff"
+        await context.set_offline(True)
+        await wait_state(page, "offline")
+        await context.set_offline(False)
+        await wait_state(page, "backoff")
+        assert [a.status for a in svc.recorder.of(owner)] == [503]
+        # Told to, it comes back at once.
+        await blocker.close()
+        await svc.wait_streams(0)
+        await page.evaluate("window.client.reconnectNow()")
+        await wait_state(page, "open")
+    finally:
+        await blocker.close()
+        await svc.stop()

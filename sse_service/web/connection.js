@@ -33,6 +33,7 @@ export function createConnection(o, hooks) {
   let token = null;
   let failures = 0;
   let serverRetryMs = null;
+  let notBefore = 0; // Date.now() before which the server asked us not to come back
   let final = false; // sync:closed or unauthorized: no reconnect until reconnectNow()
   let lastChunkAt = 0;
   let reconnectTimer = null;
@@ -71,8 +72,19 @@ export function createConnection(o, hooks) {
     stopStream();
     failures += 1;
     publish(failures >= o.degradeAfterFailures ? "degraded" : "backoff");
-    // The server's Retry-After (or a proxy's retry:) is honoured up to our own cap.
-    schedule(Math.max(backoffDelay(), Math.min(retryAfterMs, o.backoffMaxMs)));
+    // The server's Retry-After (or retry:) is honoured up to our own cap, also by
+    // visible() and online(), which otherwise reconnect at once.
+    const wait = Math.min(retryAfterMs, o.backoffMaxMs);
+    notBefore = wait > 0 ? Date.now() + wait : 0;
+    schedule(Math.max(backoffDelay(), wait));
+  }
+
+  /** Reconnect now, or when the server's Retry-After allows. */
+  function connectSoon() {
+    const wait = notBefore - Date.now();
+    if (wait <= 0) return connect();
+    if (state === "offline") publish(failures >= o.degradeAfterFailures ? "degraded" : "backoff");
+    schedule(wait);
   }
 
   function unauthorized() {
@@ -82,8 +94,26 @@ export function createConnection(o, hooks) {
   }
 
   async function freshToken(gen) {
-    try { token = await getToken(); } catch (_) { token = null; }
+    // A getToken() that never settles must not leave us `connecting` for ever: after
+    // as long as the watchdog gives a silent server, it counts as a failed attempt.
+    let timer = null;
+    let timedOut = false;
+    const timeout = new Promise((resolve) => {
+      timer = setTimeout(() => { timedOut = true; resolve(null); }, watchdogMs);
+    });
+    try {
+      token = await Promise.race([(async () => getToken())(), timeout]);
+    } catch (_) {
+      token = null;
+    } finally {
+      clearTimeout(timer);
+    }
     if (gen !== generation) return false;
+    if (timedOut) {
+      token = null;
+      failed();
+      return false;
+    }
     if (typeof token === "string" && token !== "") return true;
     token = null;
     unauthorized();
@@ -145,6 +175,7 @@ export function createConnection(o, hooks) {
       if (!opened && carriesId) {
         opened = true;
         failures = 0;
+        notBefore = 0;
         publish("open");
         if (gen !== generation) return;
       }
@@ -227,13 +258,14 @@ export function createConnection(o, hooks) {
     },
     online() {
       if (!running || final || state === "open" || state === "connecting") return;
-      connect();
+      connectSoon();
     },
     /** The page became visible: background timers are throttled, so check at once. */
     visible() {
       if (!running || final) return;
       const stale = state === "open" && Date.now() - lastChunkAt > watchdogMs;
-      if (stale || state === "backoff" || state === "degraded") connect();
+      if (stale) connect();
+      else if (state === "backoff" || state === "degraded") connectSoon();
     },
   };
 }
