@@ -24,6 +24,7 @@ from sse_service.errors import Handler, json_errors, method_not_allowed
 CLIENT_PREFIX = "/api/v1/events/client/"
 WEB_DIR = Path(__file__).resolve().parent / "web"
 
+DEMO_PREFIX = "demo."
 # Only these kinds of file are served, each with its type; nothing else in web/ is.
 CONTENT_TYPES = {
     ".d.ts": "application/typescript; charset=utf-8",
@@ -65,7 +66,9 @@ def load(directory: Path = WEB_DIR) -> dict[str, Asset]:
         return assets
     for path in sorted(directory.iterdir()):
         ctype = content_type(path.name)
-        if ctype is None or not path.is_file():
+        # The demo's page and script live in web/ too, but only `sse-service demo`
+        # serves them (sse_service/demo_app.py): no deployment ships them.
+        if ctype is None or path.name.startswith(DEMO_PREFIX) or not path.is_file():
             continue
         body = path.read_bytes()
         # HTTP dates have whole seconds; a finer mtime would never compare equal.

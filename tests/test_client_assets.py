@@ -40,7 +40,7 @@ async def test_declarations_served_and_unknown_names_refused(service: Running) -
     assert resp.status == 200
     assert resp.headers["content-type"] == "application/typescript; charset=utf-8"
     assert b"createRealtimeClient" in resp.body
-    for name in ("nope.js", "..%2Fassets.py", "realtime.js.map", "../state.py"):
+    for name in ("nope.js", "..%2Fassets.py", "realtime.js.map", "../state.py", "demo.js"):
         missing = await request(service.port, assets.CLIENT_PREFIX + name)
         assert missing.status == 404, name
         assert missing.json["error"] == "not_found"
@@ -52,6 +52,7 @@ def test_only_known_kinds_are_loaded(tmp_path: Path) -> None:
     (tmp_path / "a.js").write_text("export {};")
     (tmp_path / "a.d.ts").write_text("export {};")
     (tmp_path / "secret.txt").write_text("no")
+    (tmp_path / "demo.js").write_text("export {};")  # only `sse-service demo` serves it
     (tmp_path / "sub.js").mkdir()
     loaded = assets.load(tmp_path)
     assert sorted(loaded) == ["a.d.ts", "a.js"]

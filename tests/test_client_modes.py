@@ -26,6 +26,7 @@ from tests.clientpage import (
     wait_state,
 )
 from tests.harness import settings_for, token
+from tests.sseclient import SSEClient
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser
@@ -104,13 +105,15 @@ async def test_pagehide_hands_the_stream_over(
         await first.evaluate(PAGEHIDE)
         await eventually("the other tab to lead", lambda: is_leader(second))
         assert not await is_leader(first)
-        # Back from the cache: it asks again, and follows the new leader.
+        # Back from the cache: it asks again, and follows the new leader. What was
+        # relayed meanwhile never reached it (BroadcastChannel drops messages to a
+        # cached page): it is told to pull.
         await first.evaluate(PAGESHOW)
         item = await factories.item(db, wishlist, "Kettle")
-        for tab in (first, second):
+        for tab, pulls in ((first, ["initial", "restored"]), (second, ["initial"])):
             log = await wait_log(tab, "the item", lambda log: item in item_ids(log))
             assert item_ids(log) == [item]
-            assert resyncs(log) == ["initial"]
+            assert resyncs(log) == pulls
         await eventually("one stream", lambda: svc.service.hub.streams_of(owner) == 1)
         assert not await is_leader(first)
     finally:
@@ -140,4 +143,64 @@ async def test_becoming_visible_reconnects_a_waiting_client(
         assert resyncs(log) == ["initial"]
         assert svc.recorder.stream_opens(owner) == 2
     finally:
+        await svc.stop()
+
+
+async def test_a_visible_follower_hurries_the_leader(
+        browser: Browser, database_dsn: str, db: Any) -> None:
+    owner = await factories.user(db)
+    wishlist = await factories.wishlist(db, owner)
+    svc = await start_service(settings_for(database_dsn, SSE_KEEPALIVE_INTERVAL="1"), PAGES)
+    try:
+        context = await browser.new_context()
+        leader, follower = await context.new_page(), await context.new_page()
+        await start_tab(leader, svc, owner)
+        await wait_state(leader, "open")
+        await start_tab(follower, svc, owner)
+        await wait_state(follower, "open")
+        assert await is_leader(leader) and not await is_leader(follower)
+        # The leader (a background tab, say) waits a minute before coming back...
+        svc.service.hub.close_all("test_cut", final=lambda: encode(retry=60_000))
+        await wait_state(follower, "backoff")
+        missed = await factories.item(db, wishlist, "While waiting")
+        # ...until the follower's tab comes to the front: it asks the leader to hurry.
+        await follower.evaluate(VISIBLE)
+        log = await wait_log(follower, "the missed item", lambda log: missed in item_ids(log),
+                             timeout=5)
+        assert resyncs(log) == ["initial"]
+        assert svc.recorder.stream_opens(owner) == 2
+    finally:
+        await svc.stop()
+
+
+async def test_becoming_visible_or_online_respects_retry_after(
+        browser: Browser, database_dsn: str, db: Any) -> None:
+    owner, other = await factories.user(db), await factories.user(db)
+    # One stream per process: while another holds it, the service answers 503 with a
+    # Retry-After of several seconds.
+    svc = await start_service(settings_for(database_dsn, SSE_KEEPALIVE_INTERVAL="1",
+                                           SSE_MAX_STREAMS="1"), PAGES)
+    blocker = await SSEClient.open(svc.port, token=token(other))
+    try:
+        await svc.wait_streams(1)
+        context = await browser.new_context()
+        page = await context.new_page()
+        await start_tab(page, svc, owner, backoffBaseMs=100, backoffMaxMs=60_000)
+        await wait_state(page, "backoff")
+        assert [a.status for a in svc.recorder.of(owner)] == [503]
+        # Becoming visible would reconnect at once (state "connecting" right away, as
+        # connect() reports it synchronously); within Retry-After it must not.
+        assert await page.evaluate(f"{VISIBLE}; window.client.state") == "backoff"
+        await context.set_offline(True)
+        await wait_state(page, "offline")
+        await context.set_offline(False)
+        await wait_state(page, "backoff")
+        assert [a.status for a in svc.recorder.of(owner)] == [503]
+        # Told to, it comes back at once.
+        await blocker.close()
+        await svc.wait_streams(0)
+        await page.evaluate("window.client.reconnectNow()")
+        await wait_state(page, "open")
+    finally:
+        await blocker.close()
         await svc.stop()

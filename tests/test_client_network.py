@@ -247,3 +247,27 @@ HIDE = """Object.defineProperty(document, "visibilityState",
 document.dispatchEvent(new Event("visibilitychange"));"""
 SHOW = """delete document.visibilityState;
 document.dispatchEvent(new Event("visibilitychange"));"""
+
+
+async def test_a_get_token_that_hangs_is_a_failed_attempt(
+        browser: Browser, database_dsn: str, db: Any) -> None:
+    owner = await factories.user(db)
+    wishlist = await factories.wishlist(db, owner)
+    svc = await start_service(settings_for(database_dsn, SSE_KEEPALIVE_INTERVAL="1"), PAGES)
+    recorder = svc.recorder
+    try:
+        # The token endpoint takes far longer than the client's watchdog (1.2 s here).
+        recorder.token_delay = 8.0
+        page = await (await browser.new_context()).new_page()
+        await start_tab(page, svc, owner, keepaliveMs=400, backoffBaseMs=100,
+                        backoffMaxMs=400, degradeAfterFailures=100)
+        await wait_log(page, "a failed attempt", lambda log: "backoff" in states(log))
+        await eventually("another getToken()", lambda: recorder.token_calls[owner] >= 2)
+        assert recorder.of(owner) == []  # no stream was asked for without a token
+        recorder.token_delay = 0
+        await wait_state(page, "open", timeout=30)
+        item = await factories.item(db, wishlist, "Kettle")
+        log = await wait_log(page, "the item", lambda log: item in item_ids(log))
+        assert resyncs(log) == ["initial"]
+    finally:
+        await svc.stop()

@@ -75,6 +75,30 @@ async def test_parser_follows_the_spec(browser: Browser, database_dsn: str) -> N
         await svc.stop()
 
 
+# Whether each dispatched block had an id: field of its own (the client counts a
+# stream as open only from such a message; a proxy's "retry:" answer has none).
+CARRIES_ID = """async ([url, text]) => {
+  const { createSSEParser } = await import(url);
+  const out = [];
+  const parser = createSSEParser((m, carriesId) => out.push([m.id, carriesId]), () => {}, "7");
+  parser.push(text);
+  return out;
+}"""
+
+
+async def test_parser_says_which_blocks_carry_an_id(browser: Browser, database_dsn: str) -> None:
+    svc = await start_service(settings_for(database_dsn), {PAGE_PATH: page_html()})
+    try:
+        page = await (await browser.new_context()).new_page()
+        await page.goto(svc.url(PAGE_PATH))
+        text = (": service unavailable\nretry: 1000\n\n" "data: x\n\n" "id: 8\ndata: y\n\n"
+                "id: a\u0000b\ndata: z\n\n" "id: 9\n\n")
+        got = await page.evaluate(CARRIES_ID, [CLIENT_URL, text])
+        assert got == [["7", False], ["8", True], ["8", False], ["9", True]]
+    finally:
+        await svc.stop()
+
+
 async def test_typed_events_arrive_parsed(browser: Browser, database_dsn: str, db: Any) -> None:
     user = await factories.user(db)
     svc = await start_service(settings_for(database_dsn), {PAGE_PATH: page_html()})

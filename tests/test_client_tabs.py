@@ -7,6 +7,7 @@ Web Locks and BroadcastChannel); a second context is another device.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +31,8 @@ from tests.clientpage import (
     wait_log,
     wait_state,
 )
-from tests.harness import settings_for
+from tests.harness import settings_for, token
+from tests.sseclient import SSEClient
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser
@@ -106,4 +108,51 @@ async def test_one_stream_per_browser_and_leader_takeover(
                          lambda: svc.service.hub.streams_of(owner) == 2)
         assert svc.service.stats.resets.total() == 0
     finally:
+        await svc.stop()
+
+
+async def test_an_evicted_browser_stays_closed_when_the_leader_tab_goes(
+        browser: Browser, database_dsn: str, db: Any) -> None:
+    user, control = await factories.user(db), await factories.user(db)
+    control_list = await factories.wishlist(db, control)
+    svc = await start_service(settings_for(database_dsn, SSE_KEEPALIVE_INTERVAL="1"),
+                              {PAGE_PATH: page_html()})
+    devices: list[SSEClient] = []
+    try:
+        laptop = await browser.new_context()
+        tabs = [await laptop.new_page() for _ in range(2)]
+        for tab in tabs:
+            await start_tab(tab, svc, user)
+        for tab in tabs:
+            await wait_state(tab, "open")
+        # Ten other devices: the browser's stream is the oldest, the 11th evicts it.
+        for _ in range(svc.service.settings.max_streams_per_user):
+            devices.append(await SSEClient.open(svc.port, token=token(user)))
+        for tab in tabs:
+            await wait_state(tab, "closed")
+        opens = svc.recorder.stream_opens(user)
+
+        leader = tabs[[await is_leader(tab) for tab in tabs].index(True)]
+        follower = tabs[1 - tabs.index(leader)]
+        await leader.close()
+        await eventually("the follower to take the lock", lambda: is_leader(follower))
+        watched = await (await browser.new_context()).new_page()
+        await start_tab(watched, svc, control)
+        await wait_state(watched, "open")
+        await asyncio.sleep(2.0)  # a reconnect would come at once; give it time anyway
+        # A barrier: the browser and the service have handled everything sent so far.
+        sentinel = await factories.item(db, control_list, "Sentinel")
+        await wait_log(watched, "the sentinel", lambda log: sentinel in item_ids(log))
+        assert svc.recorder.stream_opens(user) == opens  # no other device evicted
+        assert await follower.evaluate("window.client.state") == "closed"
+        assert svc.service.stats.streams_closed["too_many_streams"] == 1
+
+        # Only when told to does it come back (and evict the oldest device in turn).
+        await follower.evaluate("window.client.reconnectNow()")
+        await wait_state(follower, "open")
+        assert svc.recorder.stream_opens(user) == opens + 1
+    finally:
+        for device in devices:
+            with contextlib.suppress(OSError):
+                await device.close()
         await svc.stop()

@@ -33,6 +33,7 @@ export function createConnection(o, hooks) {
   let token = null;
   let failures = 0;
   let serverRetryMs = null;
+  let notBefore = 0; // Date.now() before which the server asked us not to come back
   let final = false; // sync:closed or unauthorized: no reconnect until reconnectNow()
   let lastChunkAt = 0;
   let reconnectTimer = null;
@@ -68,10 +69,22 @@ export function createConnection(o, hooks) {
   }
 
   function failed(retryAfterMs = 0) {
+    stopStream();
     failures += 1;
     publish(failures >= o.degradeAfterFailures ? "degraded" : "backoff");
-    // The server's Retry-After is honoured up to our own cap.
-    schedule(Math.max(backoffDelay(), Math.min(retryAfterMs, o.backoffMaxMs)));
+    // The server's Retry-After (or retry:) is honoured up to our own cap, also by
+    // visible() and online(), which otherwise reconnect at once.
+    const wait = Math.min(retryAfterMs, o.backoffMaxMs);
+    notBefore = wait > 0 ? Date.now() + wait : 0;
+    schedule(Math.max(backoffDelay(), wait));
+  }
+
+  /** Reconnect now, or when the server's Retry-After allows. */
+  function connectSoon() {
+    const wait = notBefore - Date.now();
+    if (wait <= 0) return connect();
+    if (state === "offline") publish(failures >= o.degradeAfterFailures ? "degraded" : "backoff");
+    schedule(wait);
   }
 
   function unauthorized() {
@@ -81,8 +94,26 @@ export function createConnection(o, hooks) {
   }
 
   async function freshToken(gen) {
-    try { token = await getToken(); } catch (_) { token = null; }
+    // A getToken() that never settles must not leave us `connecting` for ever: after
+    // as long as the watchdog gives a silent server, it counts as a failed attempt.
+    let timer = null;
+    let timedOut = false;
+    const timeout = new Promise((resolve) => {
+      timer = setTimeout(() => { timedOut = true; resolve(null); }, watchdogMs);
+    });
+    try {
+      token = await Promise.race([(async () => getToken())(), timeout]);
+    } catch (_) {
+      token = null;
+    } finally {
+      clearTimeout(timer);
+    }
     if (gen !== generation) return false;
+    if (timedOut) {
+      token = null;
+      failed();
+      return false;
+    }
     if (typeof token === "string" && token !== "") return true;
     token = null;
     unauthorized();
@@ -131,16 +162,27 @@ export function createConnection(o, hooks) {
       const after = Number(response.headers.get("Retry-After"));
       return failed(Number.isFinite(after) && after > 0 ? after * 1000 : 0);
     }
-    failures = 0;
     serverRetryMs = null;
-    publish("open");
     await read(gen, response.body, lastEventId);
   }
 
+  // Headers alone do not make a stream open: behind nginx a service that is down
+  // answers 200 text/event-stream with only a comment and `retry:`. The service's
+  // first message always carries an id (sync:ping or sync:reset): that one opens it.
   async function read(gen, body, lastEventId) {
-    const parser = createSSEParser(onMessage, (ms) => { serverRetryMs = ms; }, lastEventId ?? "");
+    let opened = false;
+    const parser = createSSEParser((message, carriesId) => {
+      if (!opened && carriesId) {
+        opened = true;
+        failures = 0;
+        notBefore = 0;
+        publish("open");
+        if (gen !== generation) return;
+      }
+      onMessage(message);
+    }, (ms) => { serverRetryMs = ms; }, lastEventId ?? "");
     const reader = body.pipeThrough(new TextDecoderStream()).getReader();
-    const silence = () => connect();
+    const silence = () => (opened ? connect() : failed());
     lastChunkAt = Date.now();
     armWatchdog(silence);
     try {
@@ -160,6 +202,8 @@ export function createConnection(o, hooks) {
     // server's retry, jittered by the server itself, or after a short jittered wait.
     stopStream();
     if (!online()) return publish("offline");
+    // Never opened (a proxy's "unavailable" answer): a failed attempt, paced by its retry:.
+    if (!opened) return failed(serverRetryMs ?? 0);
     publish("backoff");
     schedule(serverRetryMs ?? backoffDelay());
   }
@@ -180,10 +224,19 @@ export function createConnection(o, hooks) {
 
   return {
     get failures() { return failures; },
-    /** Start (this tab now holds the stream); after an eviction only reconnectNow() does. */
-    start() {
+    /**
+     * Start (this tab now holds the stream). `evicted`: another tab of this browser was
+     * evicted (sync:closed); start closed, and only reconnectNow() reopens.
+     */
+    start(evicted = false) {
       running = true;
       failures = 0;
+      if (evicted) {
+        stopStream();
+        final = true;
+        publish("closed");
+        return;
+      }
       connect();
     },
     /** Stop: the request, every timer; nothing reopens until start(). */
@@ -205,13 +258,14 @@ export function createConnection(o, hooks) {
     },
     online() {
       if (!running || final || state === "open" || state === "connecting") return;
-      connect();
+      connectSoon();
     },
     /** The page became visible: background timers are throttled, so check at once. */
     visible() {
       if (!running || final) return;
       const stale = state === "open" && Date.now() - lastChunkAt > watchdogMs;
-      if (stale || state === "backoff" || state === "degraded") connect();
+      if (stale) connect();
+      else if (state === "backoff" || state === "degraded") connectSoon();
     },
   };
 }

@@ -2,13 +2,14 @@
 
 /**
  * - `connecting`: opening the stream (or waiting to hear from the tab that holds it);
- * - `open`: the stream is up, events flow;
+ * - `open`: the service's first message (with an id) arrived: events flow;
  * - `backoff`: the stream ended or failed; a retry is scheduled;
  * - `offline`: the browser is offline; it reconnects on `online`;
  * - `unauthorized`: no usable token (getToken failed, or a fresh token got a 401 too);
  *   nothing happens until `reconnectNow()`;
  * - `closed`: `close()` was called, or the server evicted this browser (`sync:closed`:
- *   the user opened too many streams elsewhere); `reconnectNow()` reopens after eviction;
+ *   the user opened too many streams elsewhere; every tab of the browser stays closed,
+ *   also when another tab takes the stream over); `reconnectNow()` reopens after eviction;
  * - `degraded`: the stream keeps failing; the app is asked to pull (resync) every
  *   `pollIntervalMs` while visible, and retries keep backing off up to `backoffMaxMs`.
  */
@@ -66,8 +67,11 @@ export interface RealtimeEventMap {
   "marks:updated": { item_id: string; wishlist_id: string };
 }
 
-/** Why the app should pull everything: first open, a `sync:reset`, or polling while degraded. */
-export type ResyncReason = "initial" | "reset" | "degraded";
+/**
+ * Why the app should pull everything: first open, a `sync:reset`, polling while degraded,
+ * or the page came back from the back/forward cache (it missed what other tabs relayed).
+ */
+export type ResyncReason = "initial" | "reset" | "degraded" | "restored";
 
 export interface RealtimeClient {
   readonly state: RealtimeState;
@@ -84,7 +88,8 @@ export interface RealtimeClient {
   /** Subscribe to one event type; returns the unsubscribe function. */
   on<K extends keyof RealtimeEventMap>(
     type: K, handler: (data: RealtimeEventMap[K], id: string | null) => void): () => void;
-  /** Pull everything: on first open, on `sync:reset`, and periodically while degraded. */
+  /** Pull everything: on first open, on `sync:reset`, periodically while degraded, and
+   * when the page is restored from the back/forward cache. */
   onResync(handler: (reason: ResyncReason) => void): () => void;
   onState(handler: (state: RealtimeState) => void): () => void;
   /** After any message (pings included), state report or failed attempt: a cue to read
@@ -112,5 +117,5 @@ export interface SSEMessage {
 
 /** The incremental text/event-stream parser the client uses (WHATWG HTML rules). */
 export function createSSEParser(
-  onMessage: (message: SSEMessage) => void, onRetry: (ms: number) => void,
+  onMessage: (message: SSEMessage, carriesId: boolean) => void, onRetry: (ms: number) => void,
   initialId?: string): { push(text: string): void; readonly lastEventId: string };

@@ -4,8 +4,9 @@
 // It keeps the service's promises on the client side: it remembers the last event id
 // (pings included) and always reopens with ?lastEventId=, backs off with full jitter,
 // honours `retry:`, refreshes the token on 401 and `auth:expired`, stops for good on
-// `sync:closed`, asks the app to pull everything (resync) on first open, on
-// `sync:reset` and while degraded, and shares one stream between the tabs.
+// `sync:closed` (in every tab of the browser), asks the app to pull everything (resync)
+// on first open, on `sync:reset`, while degraded and after the back/forward cache, and
+// shares one stream between the tabs.
 //
 // This module is the public object and the sharing between tabs; connection.js holds
 // the stream, sseparser.js parses it, coordinator.js elects the tab that holds it.
@@ -69,6 +70,9 @@ export function createRealtimeClient(options) {
   let hadOpen = false; // this tab has already been told to pull everything once
   let lastEventTime = null; // when the last message (pings included) arrived
   let remoteAttempts = 0; // a follower's copy of the leader's failure count
+  // This browser's stream was evicted (sync:closed), seen here or relayed: whichever
+  // tab leads next must not reconnect (it would evict another device) until reconnectNow().
+  let evicted = false;
   let pollTimer = null;
 
   // Cross-tab sharing: the coordinator decides which tab holds the stream.
@@ -86,13 +90,17 @@ export function createRealtimeClient(options) {
       deliver(message);
     },
     state(next) {
+      if (next === "closed" && !closed) evicted = true; // only sync:closed gets here
       setState(next);
       activity();
-      if (leading && coordinator) {
-        coordinator.post({ t: "state", state: next, lastEventId, attempts: connection.failures });
-      }
+      if (leading && coordinator) postState(next);
     },
   });
+
+  function postState(current) {
+    coordinator.post({ t: "state", state: current, lastEventId, attempts: connection.failures,
+                       evicted });
+  }
 
   // -- local delivery ---------------------------------------------------------
 
@@ -158,7 +166,7 @@ export function createRealtimeClient(options) {
   function lead() {
     if (closed) return;
     leading = true;
-    connection.start();
+    connection.start(evicted);
   }
 
   function resign() {
@@ -171,9 +179,13 @@ export function createRealtimeClient(options) {
     if (closed || !message || typeof message !== "object") return;
     if (leading) {
       if (message.t === "hello") {
-        coordinator.post({ t: "state", state, lastEventId, attempts: connection.failures });
+        postState(state);
       } else if (message.t === "reconnect") {
+        evicted = false;
         connection.reconnectNow();
+      } else if (message.t === "visible") {
+        // A follower became visible: our own timers may be throttled in the background.
+        connection.visible();
       }
       return;
     }
@@ -187,6 +199,8 @@ export function createRealtimeClient(options) {
         lastEventId = message.lastEventId;
       }
       if (Number.isInteger(message.attempts)) remoteAttempts = message.attempts;
+      if (typeof message.evicted === "boolean") evicted = message.evicted;
+      if (message.state === "closed") evicted = true; // a leader's close() posts "connecting"
       if (STATES.has(message.state)) setState(message.state);
       activity();
     }
@@ -208,6 +222,7 @@ export function createRealtimeClient(options) {
     if (!visible() || closed) return;
     if (state === "degraded") resync("degraded");
     if (leading) connection.visible();
+    else if (coordinator) coordinator.post({ t: "visible" });
   }
 
   function onPageHide() {
@@ -224,6 +239,9 @@ export function createRealtimeClient(options) {
     } else {
       lead();
     }
+    // While in the back/forward cache this page got no relayed message (BroadcastChannel
+    // drops them), and nothing says which: pull everything.
+    resync("restored");
   }
 
   const listeners = [
@@ -249,7 +267,7 @@ export function createRealtimeClient(options) {
     stopPolling();
     if (coordinator) {
       // Followers take over: the lock passes on as soon as it is released.
-      if (leading) coordinator.post({ t: "state", state: "connecting", lastEventId });
+      if (leading) coordinator.post({ t: "state", state: "connecting", lastEventId, evicted });
       coordinator.close();
     }
     leading = false;
@@ -278,6 +296,7 @@ export function createRealtimeClient(options) {
     close,
     reconnectNow() {
       if (closed) return;
+      evicted = false;
       if (leading) connection.reconnectNow();
       else if (coordinator) coordinator.post({ t: "reconnect" });
     },

@@ -6,7 +6,8 @@
  * An incremental text/event-stream parser (WHATWG HTML, "Interpreting an event stream").
  * push() takes decoded text in any pieces; onMessage({type, data, id}) is called per
  * dispatched event, and with data === null for a block that only moved the last event id
- * (the spec updates the id even when it dispatches nothing); onRetry(ms) per valid `retry:`.
+ * (the spec updates the id even when it dispatches nothing); its second argument says
+ * whether the block had an `id:` field itself. onRetry(ms) per valid `retry:`.
  */
 export function createSSEParser(onMessage, onRetry, initialId = "") {
   let buffer = "";
@@ -15,19 +16,22 @@ export function createSSEParser(onMessage, onRetry, initialId = "") {
   let type = "";
   let id = initialId ?? "";
   let sawField = false;
+  let sawId = false; // this block had an id: field
 
   function dispatch() {
     if (!sawField) return;
     sawField = false;
+    const carriesId = sawId;
+    sawId = false;
     const eventType = type || "message";
     const payload = data;
     data = "";
     type = "";
     if (payload === "") {
-      onMessage({ type: null, data: null, id });
+      onMessage({ type: null, data: null, id }, carriesId);
       return;
     }
-    onMessage({ type: eventType, data: payload.slice(0, -1), id });
+    onMessage({ type: eventType, data: payload.slice(0, -1), id }, carriesId);
   }
 
   function line(text) {
@@ -40,7 +44,7 @@ export function createSSEParser(onMessage, onRetry, initialId = "") {
     switch (field) {
       case "event": type = value; sawField = true; break;
       case "data": data += value + "\n"; sawField = true; break;
-      case "id": if (!value.includes("\0")) { id = value; sawField = true; } break;
+      case "id": if (!value.includes("\0")) { id = value; sawField = true; sawId = true; } break;
       case "retry": if (/^[0-9]+$/.test(value)) onRetry(Number(value)); break;
       default: break; // unknown fields are ignored
     }
