@@ -25,6 +25,7 @@ from sse_service import sqlinstall
 from sse_service.listener import LOOKUP_APPLICATION_NAME
 from sse_service.scratchdb import database_name
 from tests import factories as f
+from tests.conftest import NotificationLog
 from tests.harness import Running, running, settings_for, token
 from tests.sseclient import SSEClient
 
@@ -101,20 +102,16 @@ async def test_an_operator_granted_emit_can_send_and_nothing_more(
     admin = await asyncpg.connect(fresh_database_dsn)
     await admin.execute(f'GRANT EXECUTE ON FUNCTION sse.emit(text, uuid[], jsonb) TO "{operator}"')
     conn = await asyncpg.connect(as_role(fresh_database_dsn, operator))
-    got: list[str] = []
+    log = NotificationLog()
     try:
-        await admin.add_listener("sse_events", lambda _c, _p, _ch, payload: got.append(payload))
+        await log.listen(admin)
         user = uuid.uuid4()
         await conn.execute("SELECT sse.emit('items:updated', ARRAY[$1::uuid], '{\"id\": \"x\"}')",
                            user)
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await conn.execute("SELECT sse.send('items:updated', '{}', ARRAY[gen_random_uuid()])")
-        await admin.execute("SELECT pg_notify('sse_events', 'sentinel')")
-        async with asyncio.timeout(10):
-            while "sentinel" not in got:
-                await asyncio.sleep(0.01)
-        sent = [json.loads(p) for p in got if p != "sentinel"]
-        assert [(p["event"], p["users"], p["data"]) for p in sent] == [
+        await log.settle()
+        assert [(p["event"], p["users"], p["data"]) for p in log.payloads] == [
             ("items:updated", [str(user)], {"id": "x"})]
     finally:
         await conn.close()
@@ -132,20 +129,16 @@ async def test_a_writer_with_no_grant_on_schema_sse_still_notifies(
     await admin.execute("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public"
                         f' TO "{writer}"')
     conn = await asyncpg.connect(as_role(fresh_database_dsn, writer))
-    got: list[str] = []
+    log = NotificationLog()
     try:
-        await admin.add_listener("sse_events", lambda _c, _p, _ch, payload: got.append(payload))
+        await log.listen(admin)
         owner = await f.user(conn)
         wl = await f.wishlist(conn, owner)
         await conn.execute("UPDATE wishlists SET name = 'x' WHERE id = $1", uuid.UUID(wl))
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await conn.execute("SELECT nextval('sse.dropped_events')")
-        # A sentinel from the admin: once it arrived, everything before it did.
-        await admin.execute("SELECT pg_notify('sse_events', 'sentinel')")
-        async with asyncio.timeout(10):
-            while "sentinel" not in got:
-                await asyncio.sleep(0.01)
-        assert sum(owner in p for p in got) == 2  # the insert and the update
+        await log.settle()  # a barrier: everything committed before has arrived
+        assert sum(owner in p for p in log.raw) == 2  # the insert and the update
         assert await admin.fetchval(
             "SELECT coalesce(pg_sequence_last_value('sse.failed_events'), 0)") == 0
     finally:

@@ -72,21 +72,14 @@ def check_payload(raw: str) -> Payload:
     return p
 
 
-async def collected(log: NotificationLog, after: int, conn: Conn,
-                    channel: str = "sse_events") -> list[Payload]:
+async def collected(log: NotificationLog, after: int) -> list[Payload]:
     """Every payload with an id above ``after`` committed before this call.
 
-    A barrier, not a quiet period: a sentinel notification is committed now;
-    NOTIFY delivers in commit order, so once it arrived, so did everything the
-    test committed before (and an absence is an absence, however loaded the
-    machine)."""
-    sentinel = f"barrier-{uuid.uuid4()}"
-    await conn.execute("SELECT pg_notify($1, $2)", channel, sentinel)
-    async with asyncio.timeout(30):
-        while sentinel not in log.raw:
-            await asyncio.sleep(0.01)
-    return [p for p in map(check_payload, (r for r in log.raw if not r.startswith("barrier-")))
-            if p["id"] > after]
+    A barrier, not a quiet period (:meth:`NotificationLog.settle`): once it
+    returns, everything the test committed before has arrived, so an absence
+    is an absence, however loaded the machine."""
+    await log.settle()
+    return [p for p in map(check_payload, log.raw) if p["id"] > after]
 
 
 def inbox(payloads: list[Payload], user: str) -> list[tuple[str, str]]:
@@ -108,7 +101,7 @@ def recipients(payloads: list[Payload]) -> set[str]:
 async def listening(dsn: str, channel: str = "sse_events") -> AsyncIterator[NotificationLog]:
     log = NotificationLog()
     conn = await asyncpg.connect(dsn)
-    await conn.add_listener(channel, log.callback)
+    await log.listen(conn, channel)
     try:
         yield log
     finally:
@@ -156,7 +149,7 @@ async def test_wishlist_insert_notifies_owner(db: Conn, notifications: Notificat
     owner = await f.user(db)
     after = await since(db)
     wl = await f.wishlist(db, owner)
-    got = await collected(notifications, after, db)
+    got = await collected(notifications, after)
     assert inbox(got, owner) == [ev("wishlists:updated", id=wl)]
     assert recipients(got) == {owner}
 
@@ -171,7 +164,7 @@ async def test_wishlist_update_notifies_owner_and_viewers(
 ) -> None:
     after = await since(db)
     await db.execute(f"UPDATE wishlists {change} WHERE id = $1", uid(shared.wl))
-    got = await collected(notifications, after, db)
+    got = await collected(notifications, after)
     for u in (shared.owner, shared.v1, shared.v2):
         assert inbox(got, u) == [ev("wishlists:updated", id=shared.wl)]
     assert recipients(got) == {shared.owner, shared.v1, shared.v2}
@@ -186,7 +179,7 @@ async def test_wishlist_owner_change_notifies_both_owners(
     await db.execute(
         "UPDATE wishlists SET user_id = $1 WHERE id = $2", uid(new_owner), uid(shared.wl)
     )
-    got = await collected(notifications, after, db)
+    got = await collected(notifications, after)
     for u in (shared.owner, new_owner, shared.v1, shared.v2):
         assert inbox(got, u) == [ev("wishlists:updated", id=shared.wl)]
     assert shared.stranger not in recipients(got)
@@ -199,7 +192,7 @@ async def test_owner_with_own_bookmark_is_listed_once(
     after = await since(db)
     await db.execute("UPDATE wishlists SET name = 'x' WHERE id = $1", uid(shared.wl))
     await db.execute("UPDATE items SET quantity = 5 WHERE id = $1", uid(shared.it))
-    got = await collected(notifications, after, db)
+    got = await collected(notifications, after)
     assert inbox(got, shared.owner) == sorted(
         [ev("wishlists:updated", id=shared.wl),
          ev("items:updated", id=shared.it, wishlist_id=shared.wl)]
@@ -214,7 +207,7 @@ async def test_wishlist_delete_without_children(
     await f.bookmark(db, viewer, wl)
     after = await since(db)
     await db.execute("DELETE FROM wishlists WHERE id = $1", uid(wl))
-    got = await collected(notifications, after, db)
+    got = await collected(notifications, after)
     assert inbox(got, owner) == [ev("wishlists:updated", id=wl)]
     assert inbox(got, viewer) == [ev("wishlists:updated", id=wl)]  # bookmark cascade: silent
 
@@ -230,7 +223,7 @@ async def test_item_insert_update_softdelete_delete(
     await db.execute("UPDATE items SET price = 9.99, updated_at = now() WHERE id = $1", uid(it))
     await db.execute("UPDATE items SET deleted_at = now() WHERE id = $1", uid(it))
     await db.execute("DELETE FROM items WHERE id = $1", uid(it))
-    got = await collected(notifications, after, db)
+    got = await collected(notifications, after)
     expected = [ev("items:updated", id=it, wishlist_id=shared.wl)] * 4
     for u in (shared.owner, shared.v1, shared.v2):
         assert inbox(got, u) == expected
@@ -249,7 +242,7 @@ async def test_item_resolution_goes_to_owner_viewers_get_updated(
     await db.execute(
         "UPDATE items SET status = $1, title = 'Big Teapot' WHERE id = $2", status, uid(shared.it)
     )
-    got = await collected(notifications, after, db)
+    got = await collected(notifications, after)
     updated = ev("items:updated", id=shared.it, wishlist_id=shared.wl)
     resolved = ev(
         "items:resolved", id=shared.it, wishlist_id=shared.wl,
@@ -269,7 +262,7 @@ async def test_item_update_keeping_resolved_status_is_plain_update(
     it = await f.item(db, shared.wl, status="RESOLVED")
     after = await since(db)
     await db.execute("UPDATE items SET title = 'Other' WHERE id = $1", uid(it))
-    got = await collected(notifications, after, db)
+    got = await collected(notifications, after)
     assert inbox(got, shared.owner) == [ev("items:updated", id=it, wishlist_id=shared.wl)]
 
 
@@ -279,7 +272,7 @@ async def test_resolution_with_owner_bookmark_sends_no_items_updated_to_owner(
     await f.bookmark(db, shared.owner, shared.wl)
     after = await since(db)
     await db.execute("UPDATE items SET status = 'RESOLVED' WHERE id = $1", uid(shared.it))
-    got = await collected(notifications, after, db)
+    got = await collected(notifications, after)
     assert [e for e, _ in inbox(got, shared.owner)] == ["items:resolved"]
 
 
@@ -291,7 +284,7 @@ async def test_item_moved_between_wishlists(
     await f.bookmark(db, other_viewer, target)
     after = await since(db)
     await db.execute("UPDATE items SET wishlist_id = $1 WHERE id = $2", uid(target), uid(shared.it))
-    got = await collected(notifications, after, db)
+    got = await collected(notifications, after)
     left = ev("items:updated", id=shared.it, wishlist_id=shared.wl)
     arrived = ev("items:updated", id=shared.it, wishlist_id=target)
     for u in (shared.owner, shared.v1, shared.v2):
@@ -309,7 +302,7 @@ async def test_item_delete_with_marks(
     await f.mark(db, shared.it, shared.v1)
     after = await since(db)
     await db.execute("DELETE FROM items WHERE id = $1", uid(shared.it))
-    got = await collected(notifications, after, db)
+    got = await collected(notifications, after)
     updated = ev("items:updated", id=shared.it, wishlist_id=shared.wl)
     marks = ev("marks:updated", item_id=shared.it, wishlist_id=shared.wl)
     assert inbox(got, shared.owner) == [updated]
@@ -331,7 +324,7 @@ async def test_marks_reach_viewers_and_marker_never_owner(
     await db.execute("UPDATE marks SET quantity = 2 WHERE id = $1", uid(m))
     await db.execute("DELETE FROM marks WHERE id = $1", uid(m))
     await f.mark(db, shared.it, shared.owner)  # the owner marking their own item
-    got = await collected(notifications, after, db)
+    got = await collected(notifications, after)
     mark_ev = ev("marks:updated", item_id=shared.it, wishlist_id=shared.wl)
     assert inbox(got, marker) == [mark_ev] * 3
     for v in shared.viewers:
@@ -353,7 +346,7 @@ async def test_mark_moved_to_other_item_notifies_both_and_old_marker(
         "UPDATE marks SET item_id = $1, user_id = $2 WHERE id = $3",
         uid(target), uid(other_viewer), uid(m),
     )
-    got = await collected(notifications, after, db)
+    got = await collected(notifications, after)
     old = ev("marks:updated", item_id=shared.it, wishlist_id=shared.wl)
     new = ev("marks:updated", item_id=target, wishlist_id=target_wl)
     assert inbox(got, shared.v1) == [old]
@@ -373,7 +366,7 @@ async def test_bookmark_insert_and_delete_notify_the_viewer(
     after = await since(db)
     b = await f.bookmark(db, viewer, shared.wl)
     await db.execute("DELETE FROM shared_wishlist_bookmarks WHERE id = $1", uid(b))
-    got = await collected(notifications, after, db)
+    got = await collected(notifications, after)
     assert inbox(got, viewer) == [ev("wishlists:updated", id=shared.wl)] * 2
     assert recipients(got) == {viewer}
 
@@ -404,12 +397,12 @@ async def test_no_op_updates_and_bookmark_updates_send_nothing(
         " WHERE wishlist_id = $1",
         uid(shared.wl),
     )
-    assert await collected(notifications, after, db) == []
+    assert await collected(notifications, after) == []
     # The same json column really changed does send.
     await db.execute(
         """UPDATE items SET resolver_metadata = '{"a": [1, 3]}' WHERE id = $1""", uid(shared.it)
     )
-    got = await collected(notifications, after, db)
+    got = await collected(notifications, after)
     assert [p["event"] for p in got] == ["items:updated"]
 
 
@@ -424,7 +417,7 @@ async def test_rollback_sends_nothing(
     await f.mark(db, shared.it, shared.v1)
     await db.execute("DELETE FROM wishlists WHERE id = $1", uid(shared.wl))
     await tr.rollback()
-    assert await collected(notifications, after, db) == []
+    assert await collected(notifications, after) == []
 
 
 # --------------------------------------------------------------------------- cascades
@@ -448,7 +441,7 @@ async def test_cascade_delete_of_wishlist_with_items_marks_and_viewers(
     await db.execute("DELETE FROM wishlists WHERE id = $1", uid(shared.wl))
     assert await db.fetchval("SELECT count(*) FROM items WHERE wishlist_id = $1",
                              uid(shared.wl)) == 0
-    got = await collected(notifications, after, db)
+    got = await collected(notifications, after)
     wl_ev = ev("wishlists:updated", id=shared.wl)
     items_ev = [ev("items:updated", id=i, wishlist_id=shared.wl) for i in (shared.it, it2, it3)]
     marks_ev = [ev("marks:updated", item_id=i, wishlist_id=shared.wl) for i in (shared.it, it2)]
@@ -466,13 +459,13 @@ async def test_deleting_users_cascades_and_commits(
     await f.mark(db, shared.it, shared.v2)
     after = await since(db)
     await db.execute("DELETE FROM users WHERE id = $1", uid(shared.v1))  # viewer and marker
-    got = await collected(notifications, after, db)
+    got = await collected(notifications, after)
     mark_ev = ev("marks:updated", item_id=shared.it, wishlist_id=shared.wl)
     assert inbox(got, shared.v2) == [mark_ev]
     assert shared.owner not in recipients(got)
     after = await since(db)
     await db.execute("DELETE FROM users WHERE id = $1", uid(shared.owner))
-    got = await collected(notifications, after, db)
+    got = await collected(notifications, after)
     assert inbox(got, shared.v2) == sorted([
         ev("wishlists:updated", id=shared.wl),
         ev("items:updated", id=shared.it, wishlist_id=shared.wl),
@@ -495,7 +488,7 @@ async def test_thousand_viewers_each_get_every_event_once(
     await db.execute("UPDATE wishlists SET name = 'Party' WHERE id = $1", uid(wl))
     await f.mark(db, it, many[0])
     await db.execute("DELETE FROM wishlists WHERE id = $1", uid(wl))  # cascade, 1000 bookmarks
-    got = await collected(notifications, after, db)
+    got = await collected(notifications, after)
 
     # Every chunk is a notification of its own, with an id of its own.
     assert len({p["id"] for p in got}) == len(got)
@@ -531,7 +524,7 @@ async def test_maximum_title_with_nasty_characters_round_trips(
     it = await f.item(db, wl, title)
     after = await since(db)
     await db.execute("UPDATE items SET status = 'RESOLVED' WHERE id = $1", uid(it))
-    got = await collected(notifications, after, db)
+    got = await collected(notifications, after)
     (resolved,) = [p for p in got if p["event"] == "items:resolved"]
     assert resolved["data"]["title"] == title
     assert resolved["users"] == [owner]
@@ -562,7 +555,7 @@ async def test_install_twice_and_concurrently_is_harmless(fresh_database_dsn: st
             wl = await f.wishlist(conn, owner)
             it = await f.item(conn, wl)
             await conn.execute("UPDATE items SET status = 'FAILED' WHERE id = $1", uid(it))
-            got = await collected(log, 0, conn)
+            got = await collected(log, 0)
         assert [p["event"] for p in got] == ["wishlists:updated", "items:updated",
                                               "items:resolved"]
     finally:
@@ -586,12 +579,12 @@ async def test_set_channel_survives_reinstall(fresh_database_dsn: str) -> None:
             # A plain re-install (no set_channel) keeps the configured channel.
             await conn.execute(sqlinstall.INSTALL_SQL.read_text(encoding="utf-8"))
             await f.wishlist(conn, owner, "two")
-            assert len(await collected(custom, 0, conn, channel)) == 2
-            assert await collected(default, 0, conn) == []
+            assert len(await collected(custom, 0)) == 2
+            assert await collected(default, 0) == []
             await conn.execute("SELECT sse.set_channel('sse_events')")
             await f.wishlist(conn, owner, "three")
-            assert len(await collected(default, 0, conn)) == 1
-            assert len(await collected(custom, 0, conn, channel)) == 2
+            assert len(await collected(default, 0)) == 1
+            assert len(await collected(custom, 0)) == 2
     finally:
         await conn.close()
 
@@ -631,7 +624,7 @@ async def test_uninstall_removes_only_our_objects(fresh_database_dsn: str) -> No
             it2 = await f.item(conn, wl)
             await conn.execute("UPDATE items SET status = 'RESOLVED' WHERE id = $1", uid(it2))
             await conn.execute("DELETE FROM wishlists WHERE id = $1", uid(wl))
-            assert await collected(log, 0, conn) == []
+            assert await collected(log, 0) == []
 
         await sqlinstall.install(conn)  # and back
         assert sorted(t for t in await sse_triggers(conn) if t[1] != "sse_not_ours") \
@@ -652,10 +645,10 @@ async def test_core_schema_drift_never_fails_a_write(fresh_database_dsn: str) ->
         await conn.execute("ALTER TABLE items ADD COLUMN note text")
         async with listening(fresh_database_dsn) as log:
             await conn.execute("UPDATE items SET note = 'a' WHERE id = $1", uid(it))
-            assert await collected(log, 0, conn) == []
+            assert await collected(log, 0) == []
             await sqlinstall.install(conn)
             await conn.execute("UPDATE items SET note = 'b' WHERE id = $1", uid(it))
-            assert [p["event"] for p in await collected(log, 0, conn)] == ["items:updated"]
+            assert [p["event"] for p in await collected(log, 0)] == ["items:updated"]
             log.clear()
             # A renamed column breaks items:resolved; the write still commits, and
             # the loss is counted for the service to announce (sync:reset), not silent.
@@ -665,7 +658,7 @@ async def test_core_schema_drift_never_fails_a_write(fresh_database_dsn: str) ->
             await conn.execute("UPDATE items SET status = 'RESOLVED' WHERE id = $1", uid(it))
             assert await conn.fetchval("SELECT status::text FROM items WHERE id = $1",
                                        uid(it)) == "RESOLVED"
-            assert await collected(log, 0, conn) == []
+            assert await collected(log, 0) == []
             assert await conn.fetchval(failed) == 1
         assert any("not notified" in w for w in warnings)
     finally:
